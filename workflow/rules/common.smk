@@ -1,0 +1,107 @@
+import stagewise
+from stagewise import config as sw_config
+from stagewise.errors import StagewiseError
+from snakemake.exceptions import WorkflowError
+
+try:
+    _validated = sw_config.validate(config, source="--configfile / config/config.yaml")
+except StagewiseError as error:
+    raise WorkflowError(str(error)) from None
+config.clear()
+config.update(sw_config.canonical(_validated))  # sorted keys: YAML order never reruns
+
+VERSION = stagewise.__version__
+NAME = "[A-Za-z0-9][A-Za-z0-9_-]*"
+
+
+wildcard_constraints:
+    dataset=NAME,
+    experiment=NAME,
+    stage=NAME,
+    index="[0-9]+",
+    model=f"start|baselines/scratch|{NAME}/stages/[0-9]+_{NAME}",
+
+
+def get_pretrained_checkpoint():
+    return config["pretrained"]["checkpoint"] or "results/pretrain/model.pt"
+
+
+def get_dataset_params(wildcards):
+    return sw_config.canonical(config["data"][wildcards.dataset])
+
+
+def get_pretrain_params(wildcards):
+    return sw_config.pretrain_config(config)
+
+
+def _stage_position(wildcards):
+    dirs = sw_config.stage_dirs(config, wildcards.experiment)
+    folder = f"{wildcards.index}_{wildcards.stage}"
+    if folder not in dirs:
+        raise WorkflowError(
+            f"experiment {wildcards.experiment} has no stage {folder}; stages: {dirs}"
+        )
+    return dirs.index(folder)
+
+
+def get_parent_model(wildcards):
+    position = _stage_position(wildcards)
+    if position == 0:
+        return "results/start/model.pt"
+    previous = sw_config.stage_dirs(config, wildcards.experiment)[position - 1]
+    return f"results/{wildcards.experiment}/stages/{previous}/model_best.pt"
+
+
+def get_stage_params(wildcards):
+    return sw_config.stage_config(
+        config, wildcards.experiment, _stage_position(wildcards)
+    )
+
+
+def get_scratch_params(wildcards):
+    return sw_config.scratch_config(config)
+
+
+def get_eval_model(wildcards):
+    if wildcards.model == "start":
+        return "results/start/model.pt"
+    return f"results/{wildcards.model}/model_best.pt"
+
+
+def get_evaluated_models():
+    """Every model the report compares: each stage of each experiment, then the baselines."""
+    models = [
+        {"experiment": name, "stage": folder, "dir": f"results/{name}/stages/{folder}"}
+        for name in config["experiments"]
+        for folder in sw_config.stage_dirs(config, name)
+    ]
+    baselines = config["evaluation"]["baselines"]
+    if "scratch" in baselines:
+        models.append(
+            {
+                "experiment": "scratch",
+                "stage": "scratch",
+                "dir": "results/baselines/scratch",
+            }
+        )
+    if "pretrained" in baselines and config["pretrained"]["head"] is None:
+        models.append(
+            {"experiment": "pretrained", "stage": "start", "dir": "results/start"}
+        )
+    return models
+
+
+def get_report_metrics():
+    return [f"{m['dir']}/test_metrics.json" for m in get_evaluated_models()]
+
+
+def get_report_histories():
+    return [
+        f"{m['dir']}/history.tsv"
+        for m in get_evaluated_models()
+        if m["dir"] != "results/start"
+    ]
+
+
+def get_final_outputs():
+    return ["results/report.html", "results/metrics.tsv"]

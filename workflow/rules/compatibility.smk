@@ -1,0 +1,46 @@
+rule pretrain:
+    input:
+        train="results/data/source/train.h5",
+        val="results/data/source/val.h5",
+    output:
+        best="results/pretrain/model.pt",
+        last="results/pretrain/model_last.pt",
+        history="results/pretrain/history.tsv",
+        stage="results/pretrain/stage.json",
+    log:
+        "logs/pretrain/pretrain.log",
+    benchmark:
+        "benchmarks/pretrain/pretrain.tsv"
+    conda:
+        "../../envs/stagewise.yaml"
+    threads: 1
+    params:
+        stage=get_pretrain_params,
+        model=config["model"],
+        version=VERSION,
+    script:
+        "../scripts/pretrain.py"
+
+
+rule check_compatibility:
+    input:
+        checkpoint=get_pretrained_checkpoint(),
+        train="results/data/target/train.h5",
+    output:
+        json="results/compatibility.json",
+        txt="results/compatibility.txt",
+        model="results/start/model.pt",
+    log:
+        "logs/check_compatibility/check_compatibility.log",
+    benchmark:
+        "benchmarks/check_compatibility/check_compatibility.tsv"
+    conda:
+        "../../envs/stagewise.yaml"
+    threads: 1
+    params:
+        model=config["model"],
+        pretrained=config["pretrained"],
+        seed=config["training"]["seed"],
+        version=VERSION,
+    script:
+        "../scripts/compatibility.py"

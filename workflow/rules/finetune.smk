@@ -1,0 +1,50 @@
+rule finetune:
+    input:
+        model=get_parent_model,
+        train="results/data/target/train.h5",
+        val="results/data/target/val.h5",
+    output:
+        best="results/{experiment}/stages/{index}_{stage}/model_best.pt",
+        last="results/{experiment}/stages/{index}_{stage}/model_last.pt",
+        history="results/{experiment}/stages/{index}_{stage}/history.tsv",
+        stage="results/{experiment}/stages/{index}_{stage}/stage.json",
+    log:
+        "logs/finetune/{experiment}/{index}_{stage}.log",
+    benchmark:
+        "benchmarks/finetune/{experiment}/{index}_{stage}.tsv"
+    conda:
+        "../../envs/stagewise.yaml"
+    threads: 1
+    params:
+        stage=get_stage_params,
+        init="parent",
+        label="{experiment}/{index}_{stage}",
+        version=VERSION,
+    script:
+        "../scripts/finetune.py"
+
+
+rule train_scratch:
+    input:
+        model="results/start/model.pt",
+        train="results/data/target/train.h5",
+        val="results/data/target/val.h5",
+    output:
+        best="results/baselines/scratch/model_best.pt",
+        last="results/baselines/scratch/model_last.pt",
+        history="results/baselines/scratch/history.tsv",
+        stage="results/baselines/scratch/stage.json",
+    log:
+        "logs/train_scratch/scratch.log",
+    benchmark:
+        "benchmarks/train_scratch/scratch.tsv"
+    conda:
+        "../../envs/stagewise.yaml"
+    threads: 1
+    params:
+        stage=get_scratch_params,
+        init="random",
+        label="baselines/scratch",
+        version=VERSION,
+    script:
+        "../scripts/finetune.py"

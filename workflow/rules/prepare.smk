@@ -1,0 +1,19 @@
+rule prepare_data:
+    output:
+        train="results/data/{dataset}/train.h5",
+        val="results/data/{dataset}/val.h5",
+        test="results/data/{dataset}/test.h5",
+        summary="results/data/{dataset}/summary.json",
+    log:
+        "logs/prepare_data/{dataset}.log",
+    benchmark:
+        "benchmarks/prepare_data/{dataset}.tsv"
+    conda:
+        "../../envs/stagewise.yaml"
+    threads: 1
+    params:
+        dataset=get_dataset_params,
+        name="{dataset}",
+        version=VERSION,
+    script:
+        "../scripts/prepare.py"

@@ -1,0 +1,107 @@
+"""The `stagewise` command: check a checkpoint, run the packaged workflow, install profiles, copy examples."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from . import config as sw_config
+from .errors import StagewiseError
+
+REPO = Path(__file__).resolve().parents[2]
+SNAKEFILE = REPO / "Snakefile"
+
+
+def _check(args: argparse.Namespace) -> int:
+    """Prepare the target data if needed and run the compatibility check; print the report."""
+    from .steps import compatibility, prepare
+
+    cfg = sw_config.load(args.config)
+    checkpoint = cfg["pretrained"]["checkpoint"]
+    if checkpoint is None:
+        raise StagewiseError(f"{args.config}: pretrained.checkpoint is null (the workflow pretrains one); nothing to check yet")
+    with tempfile.TemporaryDirectory() as tmp:
+        splits = {k: f"{tmp}/{k}.h5" for k in ("train", "val", "test")}
+        prepare.run({}, {**splits, "summary": f"{tmp}/summary.json"}, {"dataset": cfg["data"]["target"], "name": "target"})
+        report, start = compatibility.check(checkpoint, splits["train"], cfg["model"], cfg["pretrained"], cfg["training"]["seed"])
+    print(compatibility.render(report), end="")
+    return 0 if start is not None else 1
+
+
+def _run(args: argparse.Namespace, extra: list[str]) -> int:
+    """Run the packaged workflow on the user's config in the current directory."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(Path.cwd())]
+    if args.config:
+        sw_config.load(args.config)  # fail here, with the key named, before Snakemake starts
+        cmd += ["--configfile", str(Path(args.config).resolve()), "--replace-workflow-config"]
+    return subprocess.call(cmd + extra)
+
+
+def _profile_install(args: argparse.Namespace) -> int:
+    """Copy a shipped profile to ~/.config/snakemake/NAME (or /etc/xdg/snakemake/NAME with --site)."""
+    source = REPO / "profiles" / args.name
+    if not source.is_dir():
+        raise StagewiseError(f"profile {args.name!r} not found; shipped: {sorted(p.name for p in (REPO / 'profiles').iterdir())}")
+    base = Path("/etc/xdg/snakemake") if args.site else Path.home() / ".config" / "snakemake"
+    target = base / args.name
+    if target.exists() and not args.force:
+        raise StagewiseError(f"{target} exists; pass --force to overwrite it")
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    print(f"installed {source} -> {target}; use: snakemake --profile {args.name}")
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    """Copy an example config into a new project folder."""
+    examples = {p.stem: p for p in (REPO / "config" / "examples").glob("*.yaml")} | {"digits": REPO / "config" / "config.yaml"}
+    if args.example not in examples:
+        raise StagewiseError(f"unknown example {args.example!r}; available: {sorted(examples)}")
+    folder = Path(args.dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "config.yaml"
+    if target.exists():
+        raise StagewiseError(f"{target} exists; choose an empty folder")
+    shutil.copy(examples[args.example], target)
+    print(f"wrote {target}; run: cd {folder} && stagewise run --config config.yaml --cores 2")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of the `stagewise` command."""
+    top = argparse.ArgumentParser(prog="stagewise", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="check a pretrained checkpoint against the config and data (exit 0/1)")
+    check.add_argument("--config", required=True)
+    run = sub.add_parser("run", help="run the workflow; other arguments go to snakemake")
+    run.add_argument("--config")
+    profile = sub.add_parser("profile", help="install a shipped Snakemake profile")
+    profile.add_argument("action", choices=["install"])
+    profile.add_argument("name")
+    profile.add_argument("--site", action="store_true", help="install to /etc/xdg/snakemake (all users)")
+    profile.add_argument("--force", action="store_true")
+    init = sub.add_parser("init", help="start a project from an example config")
+    init.add_argument("--example", required=True)
+    init.add_argument("dir")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args, extra = parser().parse_known_args(argv)
+    if extra and args.command != "run":
+        parser().error(f"unrecognized arguments: {' '.join(extra)}")
+    handlers = {"check": lambda: _check(args), "run": lambda: _run(args, extra),
+                "profile": lambda: _profile_install(args), "init": lambda: _init(args)}
+    try:
+        return handlers[args.command]()
+    except StagewiseError as error:
+        print(f"stagewise: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

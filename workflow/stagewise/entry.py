@@ -1,0 +1,30 @@
+"""The one entry every rule's script calls: plain dicts in, the log file as stdout/stderr, clean errors."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from contextlib import redirect_stderr, redirect_stdout
+from typing import Any, Callable
+
+from .errors import StagewiseError
+
+Step = Callable[[dict, dict, dict], None]
+
+
+def run_step(step: Step, smk: Any) -> None:
+    """Call `step(inputs, outputs, params)` with the rule's named files and params; log to `log[0]`."""
+    import torch
+
+    torch.set_num_threads(max(1, int(smk.threads)))
+    inputs, outputs, params = (dict(named.items()) for named in (smk.input, smk.output, smk.params))
+    with open(smk.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
+        try:
+            step(inputs, outputs, params)
+        except StagewiseError as error:
+            print(f"stagewise error: {error}", file=log)
+            print(f"stagewise error: {error}", file=sys.__stderr__)
+            sys.exit(1)
+        except Exception:
+            traceback.print_exc(file=log)
+            raise

@@ -1,0 +1,1 @@
+"""Reading users' files, the prepared HDF5 layout, and batches."""

@@ -1,0 +1,1 @@
+"""One module per rule: `run(inputs, outputs, params)` reads files, calls the blocks, writes files."""
