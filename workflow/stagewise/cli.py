@@ -70,6 +70,15 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _provenance(args: argparse.Namespace) -> int:
+    """Print the chain from a model back to the pretrained checkpoint and data; exit 1 if a link changed."""
+    from . import provenance
+
+    links = provenance.chain(args.path)
+    print(provenance.render(links), end="")
+    return 1 if provenance.changed(links) else 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the `stagewise` command."""
     top = argparse.ArgumentParser(prog="stagewise", description=__doc__)
@@ -83,6 +92,8 @@ def parser() -> argparse.ArgumentParser:
     profile.add_argument("name")
     profile.add_argument("--site", action="store_true", help="install to /etc/xdg/snakemake (all users)")
     profile.add_argument("--force", action="store_true")
+    prov = sub.add_parser("provenance", help="print where a checkpoint came from; exit 1 if a link changed")
+    prov.add_argument("path")
     init = sub.add_parser("init", help="start a project from an example config")
     init.add_argument("--example", required=True)
     init.add_argument("dir")
@@ -95,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "run":
         parser().error(f"unrecognized arguments: {' '.join(extra)}")
     handlers = {"check": lambda: _check(args), "run": lambda: _run(args, extra),
-                "profile": lambda: _profile_install(args), "init": lambda: _init(args)}
+                "profile": lambda: _profile_install(args), "init": lambda: _init(args),
+                "provenance": lambda: _provenance(args)}
     try:
         return handlers[args.command]()
     except StagewiseError as error:
