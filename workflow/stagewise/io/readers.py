@@ -1,87 +1,212 @@
-"""Readers for the input formats: tables, .npz, .h5ad, .h5, and data shipped with scikit-learn."""
+"""Open any supported input as a `Source`: per-sample labels in memory, features in row blocks."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
+import h5py
 import numpy as np
+import scipy.sparse as sp
 
 from ..errors import StagewiseError
 
+BLOCK_BYTES = 32 << 20  # features read per block, whatever the format
+
 
 @dataclass
-class Table:
-    """Samples as arrays: features `X` (N, ...), raw labels `y` (N,), names and ids."""
+class Block:
+    """Rows `start:start+len(X)` of a source: features (dense or CSR) and, for per-position labels, y."""
 
-    X: np.ndarray
-    y: np.ndarray
+    start: int
+    X: np.ndarray | sp.csr_matrix
+    y: np.ndarray | None = None
+
+
+@dataclass
+class Source:
+    """An input file opened for one pass: labels, ids and covariates up front, features in blocks."""
+
+    path: str
     feature_names: list[str]
-    sample_ids: list[str]
+    feature_shape: tuple[int, ...]
+    n: int
+    blocks: Callable[[], Iterator[Block]]
+    labels: np.ndarray | None  # (N,) raw labels as str; None: per-position labels, in the blocks
+    label_names: list[str] | None = None  # given by the file (per-position labels)
+    label_shape: tuple[int, ...] = ()  # (L,) for per-position labels
+    covariates: dict[str, np.ndarray] = field(default_factory=dict)  # raw values as str
+    sample_ids: np.ndarray | None = None  # None: "{file stem}_{row}"
+    sparse: bool = False
+
+    def ids(self, start: int, stop: int) -> list[str]:
+        """Sample ids of rows `start:stop`."""
+        if self.sample_ids is not None:
+            return [str(s) for s in self.sample_ids[start:stop]]
+        stem = Path(self.path).stem
+        return [f"{stem}_{i}" for i in range(start, stop)]
 
 
-def read(path: str, label: str, features: list[str] | None = None) -> Table:
-    """Read any supported input file into a `Table`."""
+def block_rows(feature_shape: tuple[int, ...]) -> int:
+    """Rows per block: about `BLOCK_BYTES` of float32 features."""
+    return max(1, BLOCK_BYTES // (4 * max(1, int(np.prod(feature_shape)))))
+
+
+def array_blocks(X, y: np.ndarray | None = None, columns: np.ndarray | None = None) -> Callable[[], Iterator[Block]]:
+    """Blocks of an array-like (NumPy, h5py dataset, anndata sparse dataset), optionally a column subset."""
+    shape = (X.shape[1],) if columns is None else (len(columns),)
+    step = block_rows(shape if len(X.shape) == 2 else X.shape[1:])
+
+    def blocks() -> Iterator[Block]:
+        for start in range(0, X.shape[0], step):
+            part = X[start:start + step]
+            if sp.issparse(part):
+                part = sp.csr_matrix(part)
+            if columns is not None:
+                part = part[:, columns]
+            yield Block(start, part, None if y is None else np.asarray(y[start:start + step]))
+    return blocks
+
+
+def as_labels(values) -> np.ndarray:
+    """Raw labels or categories as strings ("1" for 1 and 1.0 alike when integral)."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f" and np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+        values = values.astype(np.int64)
+    return values.astype(str)
+
+
+def check_numeric(dtype, path: str, key: str) -> None:
+    """Features must be numbers or booleans."""
+    if np.dtype(dtype).kind not in "biuf":
+        raise StagewiseError(f"{path}: {key} holds {np.dtype(dtype)} values, not numbers; features must be numeric")
+
+
+def _no_table_keys(spec: dict, path: str, allowed: tuple[str, ...] = ()) -> None:
+    for key in ("features", "covariates", "layer"):
+        if spec.get(key) and key not in allowed:
+            raise StagewiseError(f"{path}: data.*.{key} does not apply to this file type; remove it")
+
+
+@contextmanager
+def open_source(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
+    """Open `path` by its suffix; `scratch` is a folder for temporary files, removed on exit."""
     if path.startswith("sklearn:"):
-        return _read_sklearn(path)
-    file = Path(path)
-    if not file.is_file():
+        yield _sklearn(path, spec)
+        return
+    if not Path(path).is_file():
         raise StagewiseError(f"{path}: data file not found (check data.*.train / data.*.test in the config)")
-    suffix = file.suffix.lower()
-    readers = {".csv": _read_table, ".tsv": _read_table, ".parquet": _read_table, ".npz": _read_npz}
-    if suffix not in readers:
-        raise StagewiseError(f"{path}: unsupported file type {suffix!r}; use one of {sorted(readers)} or sklearn:digits")
-    return readers[suffix](file, label, features)
+    from . import tables
+
+    suffix = Path(path).suffix.lower()
+    openers = {".csv": tables.open_csv, ".tsv": tables.open_csv, ".parquet": tables.open_parquet,
+               ".npz": _npz, ".h5": _h5, ".hdf5": _h5, ".h5ad": _h5ad}
+    if suffix not in openers:
+        raise StagewiseError(f"{path}: unsupported file type {suffix!r}; use one of {sorted(openers)} or sklearn:digits")
+    if Path(path).stat().st_size == 0:
+        raise StagewiseError(f"{path}: the file is empty")
+    with openers[suffix](path, spec, scratch) as source:
+        if source.n == 0:
+            raise StagewiseError(f"{path}: no samples (the file has no data rows)")
+        yield source
 
 
-def _read_sklearn(path: str) -> Table:
+def _sklearn(path: str, spec: dict) -> Source:
     from sklearn import datasets
 
-    name = path.split(":", 1)[1]
-    if name != "digits":
+    _no_table_keys(spec, path)
+    if path != "sklearn:digits":
         raise StagewiseError(f"{path}: unknown built-in dataset; available: sklearn:digits")
     bunch = datasets.load_digits()
-    return Table(
-        X=bunch.data.astype(np.float32) / 16.0,
-        y=bunch.target,
-        feature_names=[f"pixel_{i // 8}_{i % 8}" for i in range(bunch.data.shape[1])],
-        sample_ids=[f"digits_{i}" for i in range(len(bunch.target))],
-    )
+    X = bunch.data.astype(np.float32) / 16.0
+    names = [f"pixel_{i // 8}_{i % 8}" for i in range(X.shape[1])]
+    return Source(path, names, X.shape[1:], len(X), array_blocks(X), as_labels(bunch.target),
+                  sample_ids=np.array([f"digits_{i}" for i in range(len(X))]))
 
 
-def _read_table(path: Path, label: str, features: list[str] | None) -> Table:
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
+def _arrays(path: str, spec: dict, arrays, keys: list[str]) -> Source:
+    """A Source over arrays named in the config (`x_key`, `label`) of an .npz or .h5 file."""
+    _no_table_keys(spec, path)
+    x_key, label = spec.get("x_key") or "X", spec.get("label") or "y"
+    for key, what in ((x_key, "data.*.x_key"), (label, "data.*.label")):
+        if key not in keys:
+            raise StagewiseError(f"{path}: no array {key!r} ({what}); the file holds {sorted(keys)}")
+    X, y = arrays[x_key], arrays[label]
+    if isinstance(X, h5py.Group):
+        raise StagewiseError(f"{path}: {x_key!r} is a group, not an array; name the dataset holding the samples in data.*.x_key")
+    check_numeric(X.dtype, path, f"array {x_key!r}")
+    if len(X.shape) < 2 or y.shape[0] != X.shape[0]:
+        raise StagewiseError(f"{path}: {x_key!r} has shape {X.shape} and {label!r} has shape {y.shape}; "
+                             "both need the samples along the first axis")
+    names = [_text(n) for n in arrays["feature_names"][()]] if "feature_names" in keys else [
+        f"f{i}" for i in range(int(np.prod(X.shape[1:])))]
+    ids = np.array([_text(s) for s in arrays["sample_ids"][()]]) if "sample_ids" in keys else None
+    if len(y.shape) == 1:
+        return Source(path, names, X.shape[1:], X.shape[0], array_blocks(X), as_labels(y[()]), sample_ids=ids)
+    check_numeric(y.dtype, path, f"per-position labels {label!r}")
+    given = [_text(n) for n in arrays["label_names"][()]] if "label_names" in keys else None
+    top = max(int(np.max(y[s:s + 4096])) for s in range(0, y.shape[0], 4096))
+    return Source(path, names, X.shape[1:], X.shape[0], array_blocks(X, y), None,
+                  label_names=given or [str(i) for i in range(top + 1)], label_shape=y.shape[1:], sample_ids=ids)
 
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@contextmanager
+def _npz(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
     try:
-        if path.suffix.lower() == ".parquet":
-            table = pq.read_table(path)
-        else:
-            delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-            table = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter))
-    except Exception as error:  # pyarrow raises several types for unreadable files
-        raise StagewiseError(f"{path}: cannot read as a table: {error}") from None
-    columns = table.column_names
-    if label not in columns:
-        raise StagewiseError(f"{path}: label column {label!r} not found; columns are {columns[:20]}")
-    names = features or [c for c in columns if c != label]
-    missing = [c for c in names if c not in columns]
-    if missing:
-        raise StagewiseError(f"{path}: feature columns {missing[:5]} not found (data.*.features)")
+        with np.load(path, allow_pickle=False) as arrays:
+            loaded = {k: arrays[k] for k in arrays.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+        raise StagewiseError(f"{path}: cannot read as .npz: {error}") from None
+    yield _arrays(path, spec, loaded, list(loaded))
+
+
+def _open_h5(path: str) -> h5py.File:
     try:
-        X = np.column_stack([table.column(c).to_numpy().astype(np.float32) for c in names])
-    except (ValueError, TypeError) as error:
-        raise StagewiseError(f"{path}: feature columns must be numeric: {error}") from None
-    y = table.column(label).to_numpy(zero_copy_only=False)
-    return Table(X, y, list(names), [f"{path.stem}_{i}" for i in range(len(y))])
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise StagewiseError(f"{path}: cannot read as HDF5: {error}") from None
 
 
-def _read_npz(path: Path, label: str, features: list[str] | None) -> Table:
-    with np.load(path, allow_pickle=False) as arrays:
-        if "X" not in arrays or label not in arrays:
-            raise StagewiseError(f"{path}: needs arrays 'X' and {label!r}; found {sorted(arrays)}")
-        X = arrays["X"].astype(np.float32)
-        y = arrays[label]
-        names = [str(n) for n in arrays["feature_names"]] if "feature_names" in arrays else None
-    names = names or [f"f{i}" for i in range(int(np.prod(X.shape[1:])))]
-    return Table(X, y, names, [f"{path.stem}_{i}" for i in range(len(y))])
+@contextmanager
+def _h5(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
+    with _open_h5(path) as h5:
+        yield _arrays(path, spec, h5, list(h5.keys()))
+
+
+@contextmanager
+def _h5ad(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
+    from anndata.io import read_elem, sparse_dataset
+
+    with _open_h5(path) as h5:
+        _no_table_keys(spec, path, allowed=("features", "covariates", "layer"))
+        if "obs" not in h5 or "X" not in h5 and not spec.get("layer"):
+            raise StagewiseError(f"{path}: not an AnnData file (no obs / X); write it with anndata's write_h5ad")
+        obs, var_names = read_elem(h5["obs"]), [str(v) for v in read_elem(h5["var"]).index]
+        layer = spec.get("layer")
+        if layer and layer not in h5.get("layers", {}):
+            raise StagewiseError(f"{path}: no layer {layer!r} (data.*.layer); layers are {sorted(h5.get('layers', {}))}")
+        element = h5["layers"][layer] if layer else h5["X"]
+        X = sparse_dataset(element) if isinstance(element, h5py.Group) else element
+        where = f"layer {layer!r}" if layer else "X"
+        check_numeric(X.dtype, path, where)
+        label, columns = spec.get("label") or "label", list(obs.columns)
+        for key in [label, *spec.get("covariates", [])]:
+            if key not in columns:
+                raise StagewiseError(f"{path}: obs has no column {key!r} (data.*.label / covariates); obs columns are {columns[:20]}")
+        names, selected = var_names, None
+        if spec.get("features"):
+            position = {n: i for i, n in enumerate(var_names)}
+            missing = [f for f in spec["features"] if f not in position]
+            if missing:
+                raise StagewiseError(f"{path}: features {missing[:5]} (data.*.features) are not in var_names")
+            names, selected = list(spec["features"]), np.array([position[f] for f in spec["features"]])
+        yield Source(path, names, (len(names),), X.shape[0], array_blocks(X, columns=selected), as_labels(obs[label]),
+                     covariates={c: as_labels(obs[c]) for c in spec.get("covariates", [])},
+                     sample_ids=np.asarray(obs.index, dtype=str), sparse=isinstance(element, h5py.Group))

@@ -1,8 +1,9 @@
-"""prepare_data: a user's file -> validated train/val/test HDF5 splits and summary.json."""
+"""prepare_data: a user's file -> validated train/val/test HDF5 splits and summary.json, block by block."""
 
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -11,122 +12,9 @@ from sklearn.model_selection import train_test_split
 from ..errors import StagewiseError
 from ..files import sha256_file, sha256_json, write_json
 from ..io import hdf5, readers
+from ..io.readers import Source
 
-
-def _subset(table: readers.Table, keep: np.ndarray) -> readers.Table:
-    return readers.Table(table.X[keep], table.y[keep], table.feature_names, [table.sample_ids[i] for i in keep])
-
-
-def _select_classes(table: readers.Table, classes: list | None, where: str) -> readers.Table:
-    if classes is None:
-        return table
-    wanted = {str(c) for c in classes}
-    present = {str(v) for v in table.y}
-    absent = sorted(wanted - present)
-    if absent:
-        raise StagewiseError(f"{where}: classes {absent} (data.*.classes) not found among labels {sorted(present)[:20]}")
-    return _subset(table, np.flatnonzero([str(v) in wanted for v in table.y]))
-
-
-def _select_rows(table: readers.Table, rows: list[int] | None, where: str) -> readers.Table:
-    if rows is None:
-        return table
-    start, stop = rows
-    if not start < stop <= len(table.y):
-        raise StagewiseError(f"{where}: data.*.rows {rows} is not a range within the file's {len(table.y)} rows")
-    return _subset(table, np.arange(start, stop))
-
-
-def _map_labels(table: readers.Table, label_map: dict | None, where: str) -> readers.Table:
-    if label_map is None:
-        return table
-    unmapped = sorted({str(v) for v in table.y} - set(label_map))
-    if unmapped:
-        raise StagewiseError(f"{where}: labels {unmapped[:10]} have no entry in data.*.label_map")
-    return readers.Table(table.X, np.array([label_map[str(v)] for v in table.y]), table.feature_names, table.sample_ids)
-
-
-def _load(path: str, spec: dict, where: str) -> readers.Table:
-    """Read a file, then keep `rows`, keep `classes`, and rename labels by `label_map`, in that order."""
-    table = _select_rows(readers.read(path, spec["label"], spec["features"]), spec["rows"], where)
-    table = _map_labels(_select_classes(table, spec["classes"], where), spec["label_map"], where)
-    _check(table, where)
-    return table
-
-
-def _check(table: readers.Table, where: str) -> None:
-    if len(table.y) == 0:
-        raise StagewiseError(f"{where}: no samples")
-    bad = ~np.isfinite(table.X.reshape(len(table.y), -1)).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)[:5].tolist()
-        raise StagewiseError(f"{where}: {int(bad.sum())} samples have NaN/inf features (first rows {rows})")
-    dupes = [n for n, c in Counter(table.feature_names).items() if c > 1]
-    if dupes:
-        raise StagewiseError(f"{where}: duplicate feature names {dupes[:5]}")
-
-
-def _split(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int, what: str, where: str):
-    counts = Counter(labels[indices].tolist())
-    small = {k: v for k, v in counts.items() if v < 2}
-    if small:
-        raise StagewiseError(
-            f"{where}: class(es) {small} have fewer than 2 samples, too few to stratify the {what} split; "
-            "add samples or drop the class with data.*.classes"
-        )
-    return train_test_split(indices, test_size=fraction, random_state=seed, stratify=labels[indices])
-
-
-def _per_class(indices: np.ndarray, labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
-    if limit is None:
-        return indices
-    rng = np.random.default_rng(seed)
-    keep = [rng.permutation(indices[labels[indices] == c])[:limit] for c in np.unique(labels[indices])]
-    return np.sort(np.concatenate(keep))
-
-
-def run(inputs: dict, outputs: dict, params: dict) -> None:
-    """Read `params['dataset']['train']` (and `test`), split, and write the three splits and summary."""
-    spec = params["dataset"]
-    name = params["name"]
-    where = f"data.{name} ({spec['train']})"
-    table = _load(spec["train"], spec, where)
-    label_names = sorted({str(v) for v in table.y}, key=_natural)
-    code = {n: i for i, n in enumerate(label_names)}
-    y = np.array([code[str(v)] for v in table.y], dtype=np.int64)
-    everything = np.arange(len(y))
-    sources = {"train": _source_hash(spec["train"])}
-    if spec["test"]:
-        test_table = _load(spec["test"], spec, f"data.{name} ({spec['test']})")
-        if test_table.feature_names != table.feature_names:
-            raise StagewiseError(f"data.{name}: test file {spec['test']} has different features than {spec['train']}")
-        unknown = sorted({str(v) for v in test_table.y} - set(code))
-        if unknown:
-            raise StagewiseError(f"data.{name}: test labels {unknown[:5]} never occur in {spec['train']}")
-        test_y = np.array([code[str(v)] for v in test_table.y], dtype=np.int64)
-        test = hdf5.Split(test_table.X, test_y, table.feature_names, label_names, test_table.sample_ids)
-        pool = everything
-        sources["test"] = _source_hash(spec["test"])
-    else:
-        pool, test_idx = _split(everything, y, spec["test_fraction"], spec["seed"], "test", where)
-        test = _make(table, y, np.sort(test_idx), label_names)
-    train_idx, val_idx = _split(pool, y, spec["val_fraction"], spec["seed"], "validation", where)
-    train_idx = _per_class(np.sort(train_idx), y, spec["train_per_class"], spec["seed"])
-    splits = {"train": _make(table, y, train_idx, label_names), "val": _make(table, y, np.sort(val_idx), label_names), "test": test}
-    source_sha = sha256_json(sources)
-    for split_name, split in splits.items():
-        hdf5.write(outputs[split_name], split, split_name, source_sha)
-    write_json(outputs["summary"], {
-        "dataset": name,
-        "sources": sources,
-        "source_sha256": source_sha,
-        "n_features": len(table.feature_names),
-        "feature_shape": list(table.X.shape[1:]),
-        "label_names": label_names,
-        "samples": {k: int(len(s.y)) for k, s in splits.items()},
-        "class_counts": {k: {label_names[c]: int(n) for c, n in sorted(Counter(s.y.tolist()).items())} for k, s in splits.items()},
-        "bytes": int(sum(s.X.nbytes for s in splits.values())),
-    })
+SPLITS = ("train", "val", "test")
 
 
 def _natural(name: str) -> tuple:
@@ -137,9 +25,198 @@ def _natural(name: str) -> tuple:
         return (1, 0.0, name)
 
 
-def _make(table: readers.Table, y: np.ndarray, idx: np.ndarray, label_names: list[str]) -> hdf5.Split:
-    return hdf5.Split(table.X[idx], y[idx], table.feature_names, label_names, [table.sample_ids[i] for i in idx])
+def _select(source: Source, spec: dict, where: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Kept row indices (`rows`, then `classes`) and their labels after `label_map`."""
+    keep = np.arange(source.n)
+    if spec["rows"] is not None:
+        start, stop = spec["rows"]
+        if not start < stop <= source.n:
+            raise StagewiseError(f"{where}: data.*.rows {spec['rows']} is not a range within the file's {source.n} rows")
+        keep = keep[start:stop]
+    if source.labels is None:
+        if spec["classes"] is not None or spec["label_map"] is not None:
+            raise StagewiseError(f"{where}: data.*.classes and label_map need one label per sample; this file has per-position labels")
+        return keep, None
+    labels = source.labels[keep]
+    if spec["classes"] is not None:
+        wanted = {str(c) for c in spec["classes"]}
+        absent = sorted(wanted - set(labels))
+        if absent:
+            raise StagewiseError(f"{where}: classes {absent} (data.*.classes) not found among labels {sorted(set(labels))[:20]}")
+        mask = np.isin(labels, sorted(wanted))
+        keep, labels = keep[mask], labels[mask]
+    if spec["label_map"] is not None:
+        mapping = {str(k): str(v) for k, v in spec["label_map"].items()}
+        unmapped = sorted(set(labels) - set(mapping))
+        if unmapped:
+            raise StagewiseError(f"{where}: labels {unmapped[:10]} have no entry in data.*.label_map")
+        labels = np.array([mapping[v] for v in labels])
+    if len(keep) == 0:
+        raise StagewiseError(f"{where}: no samples left after data.*.rows / classes")
+    return keep, labels
 
 
-def _source_hash(path: str) -> str:
-    return path if path.startswith("sklearn:") else sha256_file(Path(path))
+def _stratified(pool: np.ndarray, codes: np.ndarray | None, fraction: float, seed: int, what: str,
+                names: list[str], where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Split `pool` into (rest, held out), stratified by label codes when there are any."""
+    if codes is not None:
+        counts = np.bincount(codes[pool], minlength=len(names))
+        small = {names[c]: int(n) for c, n in enumerate(counts) if 0 < n < 2}
+        if small:
+            raise StagewiseError(
+                f"{where}: class(es) {small} (name: samples) have fewer than 2 samples, too few to stratify the {what} "
+                "split; add samples, merge the class into another with data.*.label_map, or drop it with data.*.classes")
+    try:
+        rest, held = train_test_split(pool, test_size=fraction, random_state=seed,
+                                      stratify=None if codes is None else codes[pool])
+    except ValueError as error:
+        raise StagewiseError(f"{where}: cannot make the {what} split: {error}; "
+                             "raise the fraction (data.*.val_fraction / test_fraction) or add samples") from None
+    return np.sort(rest), np.sort(held)
+
+
+def _per_class(indices: np.ndarray, codes: np.ndarray | None, limit: int | None, seed: int) -> np.ndarray:
+    if limit is None or codes is None:
+        return indices
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(indices[codes[indices] == c])[:limit] for c in np.unique(codes[indices])]
+    return np.sort(np.concatenate(keep))
+
+
+class _Rows:
+    """Feature checks while streaming: NaN/inf count and first rows, or replacement by zero."""
+
+    def __init__(self, missing: str, where: str) -> None:
+        self.missing, self.where, self.count, self.first = missing, where, 0, []
+
+    def clean(self, block: readers.Block):
+        X = block.X
+        values = X if isinstance(X, np.ndarray) else X.data
+        bad = ~np.isfinite(values)
+        if not bad.any():
+            return X
+        if self.missing == "zero":
+            values[bad] = 0.0
+            self.count += int(bad.sum())
+            return X
+        rows = np.flatnonzero(bad.reshape(len(values), -1).any(axis=1)) if isinstance(X, np.ndarray) else \
+            np.unique(np.searchsorted(X.indptr, np.flatnonzero(bad), side="right") - 1)
+        self.count += len(rows)
+        self.first.extend((rows[:5 - len(self.first)] + block.start).tolist())
+        return X
+
+    def check(self) -> None:
+        if self.missing != "zero" and self.count:
+            raise StagewiseError(f"{self.where}: {self.count} samples have NaN/inf/empty features (first rows {self.first}); "
+                                 "fix the file, or set data.*.missing: zero to replace them by 0")
+
+
+def _write(source: Source, assign: np.ndarray, codes: np.ndarray | None, covariates: dict, writers: dict,
+           counts: dict, rows: _Rows) -> None:
+    """Route each kept row of `source` to the writer its `assign` value names (-1: dropped)."""
+    for block in source.blocks():
+        stop = block.start + block.X.shape[0]
+        part = assign[block.start:stop]
+        X = rows.clean(block)
+        y = block.y if codes is None else codes[block.start:stop]
+        for k, split in enumerate(writers):
+            mask = np.flatnonzero(part == k)
+            if len(mask):
+                ids = source.ids(block.start, stop)
+                writers[split].append(X[mask], y[mask], [ids[i] for i in mask],
+                                      {c: v[block.start:stop][mask] for c, v in covariates.items()})
+                counts[split] += np.bincount(y[mask].ravel(), minlength=len(counts[split]))
+
+
+def _codes(values: np.ndarray, names: list[str]) -> np.ndarray:
+    """Integer codes of string `values` in `names` order."""
+    uniques, inverse = np.unique(values, return_inverse=True)
+    position = {n: i for i, n in enumerate(names)}
+    return np.array([position[u] for u in uniques], dtype=np.int64)[inverse]
+
+
+def run(inputs: dict, outputs: dict, params: dict) -> None:
+    """Read `params['dataset']['train']` (and `test`), split, and write the three splits and summary."""
+    spec, name = params["dataset"], params["name"]
+    files = {"train": spec["train"]} | ({"test": spec["test"]} if spec["test"] else {})
+    wheres = {k: f"data.{name} ({path})" for k, path in files.items()}
+    with ExitStack() as stack:
+        scratch = Path(outputs["summary"]).parent
+        sources = {k: stack.enter_context(readers.open_source(path, spec, scratch)) for k, path in files.items()}
+        selected = {k: _select(s, spec, wheres[k]) for k, s in sources.items()}
+        train = sources["train"]
+        for k, source in sources.items():
+            dupes = [n for n, count in Counter(source.feature_names).items() if count > 1]
+            if dupes:
+                raise StagewiseError(f"{wheres[k]}: duplicate feature names {dupes[:5]}; each feature needs its own name")
+        if "test" in sources and sources["test"].feature_names != train.feature_names:
+            extra, lacking = (sorted(set(a) - set(b))[:5] for a, b in ((sources["test"].feature_names, train.feature_names),
+                                                                      (train.feature_names, sources["test"].feature_names)))
+            raise StagewiseError(f"data.{name}: test file {spec['test']} has different features than {spec['train']} "
+                                 f"(only in test: {extra}, only in train: {lacking}, or another order); use the same columns")
+        if train.labels is None:
+            label_names = train.label_names
+        else:
+            label_names = sorted(set(selected["train"][1]), key=_natural)
+            if "test" in sources:
+                unknown = sorted(set(selected["test"][1]) - set(label_names))
+                if unknown:
+                    raise StagewiseError(f"data.{name}: test labels {unknown[:5]} never occur in {spec['train']}; "
+                                         "drop them with data.*.classes or add training samples")
+        codes = {k: None if s.labels is None else _full_codes(s.n, *selected[k], label_names) for k, s in sources.items()}
+        categories = {c: sorted({v for s in sources.values() for v in s.covariates[c]}, key=_natural) for c in spec["covariates"]}
+        covariates = {k: {c: _codes(v, categories[c]) for c, v in s.covariates.items()} for k, s in sources.items()}
+        assign = _assign(sources, selected, codes, spec, label_names, wheres["train"])
+        layout = hdf5.Layout(train.feature_names, label_names, tuple(train.feature_shape),
+                             train.label_shape, train.sparse, categories)
+        hashes = {k: path if path.startswith("sklearn:") else sha256_file(path) for k, path in files.items()}
+        attrs = {"source_sha256": sha256_json(hashes), "in_memory": str(spec["in_memory"]).lower()}
+        expected = [sum(int((a == i).sum()) for a in assign.values()) for i in range(len(SPLITS))]
+        writers = {k: stack.enter_context(hdf5.Writer(outputs[k], layout, attrs | {"split": k}, expected[i]))
+                   for i, k in enumerate(SPLITS)}
+        counts = {k: np.zeros(len(label_names), np.int64) for k in SPLITS}
+        for k, source in sources.items():
+            rows = _Rows(spec["missing"], wheres[k])
+            _write(source, assign[k], codes[k], covariates[k], writers, counts, rows)
+            rows.check()
+        empty = [label_names[c] for c in np.flatnonzero(counts["train"] == 0)] if train.labels is not None else []
+        if empty:
+            raise StagewiseError(f"{wheres['train']}: labels {empty[:5]} have no samples in the training split; "
+                                 "lower data.*.val_fraction / test_fraction or add samples")
+        samples = {k: writers[k].n for k in SPLITS}
+    write_json(outputs["summary"], {
+        "dataset": name,
+        "sources": hashes,
+        "source_sha256": attrs["source_sha256"],
+        "n_features": len(train.feature_names),
+        "feature_shape": list(train.feature_shape),
+        "sparse": train.sparse,
+        "label_names": label_names,
+        "categories": categories,
+        "samples": samples,
+        "class_counts": {k: {label_names[c]: int(n) for c, n in enumerate(counts[k]) if n} for k in SPLITS},
+        "bytes": int(sum(samples.values()) * 4 * np.prod(train.feature_shape)),
+    })
+
+
+def _full_codes(n: int, keep: np.ndarray, labels: np.ndarray, label_names: list[str]) -> np.ndarray:
+    """Label codes for every row of the file (-1 where a row is dropped)."""
+    codes = np.full(n, -1, np.int64)
+    codes[keep] = _codes(labels, label_names)
+    return codes
+
+
+def _assign(sources: dict, selected: dict, codes: dict, spec: dict, names: list[str], where: str) -> dict[str, np.ndarray]:
+    """For every row of each file, the split it goes to (0 train, 1 val, 2 test, -1 dropped)."""
+    keep = selected["train"][0]
+    assign = {k: np.full(s.n, -1, np.int8) for k, s in sources.items()}
+    if "test" in sources:
+        assign["test"][selected["test"][0]] = 2
+        pool = keep
+    else:
+        pool, test = _stratified(keep, codes["train"], spec["test_fraction"], spec["seed"], "test", names, where)
+        assign["train"][test] = 2
+    train, val = _stratified(pool, codes["train"], spec["val_fraction"], spec["seed"], "validation", names, where)
+    assign["train"][val] = 1
+    assign["train"][_per_class(train, codes["train"], spec["train_per_class"], spec["seed"])] = 0
+    return assign
