@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -18,6 +19,8 @@ from tqdm import tqdm
 from . import freezing, losses, metrics, optim
 from .errors import StagewiseError
 from .io.hdf5 import Split
+
+RESIDENT_BYTES = 2 << 30  # a training set smaller than this is moved to the GPU once, not per batch
 
 
 @dataclass
@@ -50,15 +53,55 @@ def _autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
-def predict(model: nn.Module, X: torch.Tensor, batch_size: int, precision: str = "fp32") -> torch.Tensor:
-    """Logits of `model` on `X`, in eval mode, batched."""
+def covariate_inputs(split: Split, categories: dict[str, list[str]] | None) -> torch.Tensor | None:
+    """The one-hot covariates a model takes (concatenated in `categories` order), or None when it takes none."""
+    if not categories:
+        return None
+    codes, names = split.covariates, split.categories
+    blocks = []
+    for covariate, known in categories.items():
+        if covariate not in codes:
+            raise StagewiseError(f"the model takes covariate {covariate!r} but the data has {sorted(codes)}; add it to the data")
+        position = {c: i for i, c in enumerate(known)}
+        own = list(names.get(covariate, known))
+        unknown = sorted({own[c] for c in np.unique(codes[covariate]) if own[c] not in position})
+        if unknown:
+            raise StagewiseError(f"covariate {covariate!r}: categories {unknown} are unknown to the model {known}; "
+                                 "add them with pretrained.new_categories")
+        lookup = np.array([position.get(c, 0) for c in own], dtype=np.int64)
+        blocks.append(np.eye(len(known), dtype=np.float32)[lookup[codes[covariate]]])
+    return torch.from_numpy(np.concatenate(blocks, axis=1))
+
+
+def _forward(model: nn.Module, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    return model(x) if c is None else model(x, c)
+
+
+def predict(model: nn.Module, X: torch.Tensor, batch_size: int, precision: str = "fp32",
+            covariates: torch.Tensor | None = None) -> torch.Tensor:
+    """Outputs of `model` on `X` (and its one-hot `covariates`), in eval mode, batched, on the CPU."""
     device = next(model.parameters()).device
     model.eval()
     out = []
     with torch.no_grad(), _autocast(precision, device):
         for start in range(0, len(X), batch_size):
-            out.append(model(X[start:start + batch_size].to(device)).float().cpu())
+            c = None if covariates is None else covariates[start:start + batch_size].to(device)
+            out.append(_forward(model, X[start:start + batch_size].to(device), c).float().cpu())
     return torch.cat(out)
+
+
+def _resident(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    if tensor is None or device.type == "cpu" or tensor.nbytes > RESIDENT_BYTES:
+        return tensor
+    return tensor.to(device)
+
+
+def _batches(data: tuple, order: torch.Tensor, batch_size: int, device: torch.device) -> Iterator[tuple]:
+    """(x, covariates or None, y) batches in `order`: one whole-batch gather per tensor, then to `device`."""
+    order = order.to(data[0].device)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        yield tuple(None if t is None else t[idx].to(device, non_blocking=True) for t in data)
 
 
 def _improved(value: float, best: float | None, mode: str, delta: float) -> bool:
@@ -67,75 +110,113 @@ def _improved(value: float, best: float | None, mode: str, delta: float) -> bool
     return value < best - delta if mode == "min" else value > best + delta
 
 
-def fit(model: nn.Module, train: Split, val: Split, training: dict, trainable: set[str], label: str) -> Result:
-    """Train the `trainable` parameters of `model`; keep the best state by the monitored metric."""
+def _clone(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _val_row(model: nn.Module, val: Split, xv: tuple, loss_fn: losses.Loss, training: dict, device: torch.device) -> dict:
+    outputs = predict(model, xv[0], training["batch_size"], training["precision"], xv[1])
+    row = {"val_loss": float(loss_fn(outputs.to(device), xv[2].to(device)))}
+    if not xv[2].is_floating_point():
+        scores = metrics.classification(val.y, outputs.softmax(1).numpy(), val.label_names, top_k=[])
+        row |= {f"val_{k}": v for k, v in scores.items()}
+    return row
+
+
+def fit(model: nn.Module, train: Split, val: Split, training: dict, selection: freezing.Selection, where: str,
+        categories: dict | None = None, tensorboard: Path | None = None) -> Result:
+    """Train the selected parameters of `model`; keep the best state by the monitored metric."""
     seed_everything(training["seed"])
     device = pick_device(training["device"])
     model.to(device)
-    freezing.set_trainable(model, trainable)
-    optimizer = optim.build_optimizer(model, training["optimizer"])
-    scheduler = optim.build_scheduler(optimizer, training["scheduler"])
-    loss_fn = losses.build(training["loss"])
+    freezing.set_trainable(model, selection.names)
+    data = tuple(_resident(t, device) for t in (torch.from_numpy(train.X), covariate_inputs(train, categories), torch.from_numpy(train.y)))
+    xv = (torch.from_numpy(val.X), covariate_inputs(val, categories), torch.from_numpy(val.y))
+    n, batch_size, epochs = len(train.y), training["batch_size"], training["epochs"]
+    n_batches = math.ceil(n / batch_size)
+    optimizer = optim.build_optimizer(model, selection.names, training, where)
+    schedule = optim.Schedule(optimizer, training["scheduler"], epochs, n_batches, where)
+    n_classes = len(train.label_names) or int(train.y.max()) + 1
+    loss_fn = losses.build(training["loss"], train.y, n_classes, device, f"{where}.loss")
+    handles = freezing.freeze_entries(model, selection.masks, optimizer)
+    trained = [p for group in optimizer.param_groups for p in group["params"]]
     stop = training["early_stopping"]
     mode = stop["mode"] if stop["mode"] != "auto" else ("min" if stop["monitor"].endswith("loss") else "max")
-    X, y = torch.from_numpy(train.X), torch.from_numpy(train.y)
-    Xv, yv = torch.from_numpy(val.X), torch.from_numpy(val.y)
     generator = torch.Generator().manual_seed(training["seed"])
-    batch_size, epochs = training["batch_size"], training["epochs"]
+    sizes = torch.tensor([min(batch_size, n - s) for s in range(0, n, batch_size)], dtype=torch.float64)
+    writer = _tensorboard(tensorboard) if training.get("tensorboard") else None
     result = Result(best_state={}, last_state={})
     best, waited = None, 0
     modes_seen: dict[str, str] = {}
 
-    def record_mode(module: nn.Module, _inputs, name: str) -> None:
+    def record_mode(module: nn.Module, _inputs: tuple, name: str) -> None:
         modes_seen.setdefault(name, "train" if module.training else "eval")
 
     hooks = [m.register_forward_pre_hook(functools.partial(record_mode, name=name))
              for name, m in model.named_modules() if isinstance(m, freezing.NORM_AND_DROPOUT)]
-    bar = tqdm(total=epochs * math.ceil(len(y) / batch_size), desc=label, file=sys.stderr, mininterval=1.0)
+    bar = tqdm(total=epochs * n_batches, desc=where, file=sys.stderr, mininterval=1.0)
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         freezing.set_train_mode(model)
-        order = torch.randperm(len(y), generator=generator)
-        total = 0.0
-        for batch, start in enumerate(range(0, len(y), batch_size), 1):
-            idx = order[start:start + batch_size]
-            xb, yb = X[idx].to(device), y[idx].to(device)
+        batch_losses = torch.empty(n_batches, device=device)
+        order = torch.randperm(n, generator=generator)
+        for b, (xb, cb, yb) in enumerate(_batches(data, order, batch_size, device)):
             with _autocast(training["precision"], device):
-                loss = loss_fn(model(xb).float(), yb)
-            if not torch.isfinite(loss):
-                raise StagewiseError(f"{label}: loss is {loss.item()} at epoch {epoch}, batch {batch}; lower training.optimizer.lr or set grad_clip")
+                loss = loss_fn(_forward(model, xb, cb).float(), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if training["grad_clip"]:
-                nn.utils.clip_grad_norm_(model.parameters(), training["grad_clip"])
-            optimizer.step()
-            total += loss.item() * len(idx)
+                nn.utils.clip_grad_norm_(trained, training["grad_clip"])
+            schedule.step(epoch - 1, b)
+            batch_losses[b] = loss.detach()
             bar.update()
+        values = batch_losses.double().cpu()  # the epoch's one device sync
+        bad = (~torch.isfinite(values)).nonzero()
+        if len(bad):
+            raise StagewiseError(f"{where}: loss is {values[bad[0, 0]].item()} at epoch {epoch}, batch {bad[0, 0].item() + 1}; "
+                                 "lower optimizer.lr, set grad_clip, or use precision: fp32")
+        train_seconds = time.perf_counter() - started
         for hook in hooks:
             hook.remove()
         hooks = []
-        lr = optimizer.param_groups[0]["lr"]
-        if scheduler is not None:
-            scheduler.step()
-        logits = predict(model, Xv, batch_size, training["precision"])
-        row = {"epoch": epoch, "lr": lr, "train_loss": total / len(y),
-               "val_loss": float(loss_fn(logits, yv.to(logits.device)))}
-        row |= {f"val_{k}": v for k, v in metrics.classification(val.y, logits.softmax(1).numpy(), val.label_names, top_k=[]).items()}
-        seconds = time.perf_counter() - started
-        row |= {"seconds": round(seconds, 4), "samples_per_s": round(len(y) / seconds, 1)}
+        row = {"epoch": epoch, "lr": schedule.lr, "train_loss": float((values * sizes).sum() / n)}
+        schedule.end_epoch()
+        row |= _val_row(model, val, xv, loss_fn, training, device)
+        row |= {"seconds": round(time.perf_counter() - started, 4), "samples_per_s": round(n / train_seconds, 1)}
         result.history.append(row)
+        bar.set_postfix(train_loss=f"{row['train_loss']:.4g}", val_loss=f"{row['val_loss']:.4g}", refresh=False)
+        if writer is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    writer.add_scalar(key, value, epoch)
         if stop["monitor"] not in row:
-            raise StagewiseError(f"training.early_stopping.monitor: {stop['monitor']!r} is not one of {sorted(row)}")
+            raise StagewiseError(f"{where}.early_stopping.monitor: {stop['monitor']!r} is not one of {sorted(row)}")
         if _improved(row[stop["monitor"]], best, mode, stop["min_delta"]):
             best, waited, result.best_epoch = row[stop["monitor"]], 0, epoch
-            result.best_state = copy.deepcopy(model.state_dict())
+            result.best_state = _clone(model)
         else:
             waited += 1
             if stop["patience"] and waited >= stop["patience"]:
-                result.stopped = f"early stopping: {stop['monitor']} did not improve for {waited} epochs"
+                result.stopped = f"early stopping: {stop['monitor']} did not improve for {waited} epochs (best {best:.6g} at epoch {result.best_epoch})"
                 break
     bar.close()
+    if writer is not None:
+        writer.close()
+    for handle in handles:
+        handle.remove()
     result.stopped = result.stopped or f"completed {epochs} epochs"
-    result.last_state = copy.deepcopy(model.state_dict())
-    result.audit = freezing.audit(model) | {"modes": modes_seen}
+    result.last_state = _clone(model)
+    groups = [{"lr_scale": g["lr_scale"], "parameters": g["names"]} for g in optimizer.param_groups]
+    result.audit = freezing.audit(model, selection.masks) | {"modes": modes_seen, "optimizer_groups": groups}
     return result
+
+
+def _tensorboard(folder: Path | None):
+    """A TensorBoard writer for `folder` (the `tensorboard` package is needed)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise StagewiseError("training.tensorboard: true needs the tensorboard package: pip install tensorboard") from None
+    if folder is None:
+        raise StagewiseError("training.tensorboard: true but no folder was given for the event files")
+    return SummaryWriter(log_dir=str(folder))

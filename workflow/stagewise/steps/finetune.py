@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 import time
+from pathlib import Path
 
 from torch import nn
 
@@ -21,13 +23,25 @@ def _tsv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
+def where(label: str) -> str:
+    """The config path a stage's errors name: `experiments.gradual.stages[0] (head)` for label `gradual/1_head`."""
+    experiment, _, folder = label.partition("/")
+    index, _, name = folder.partition("_")
+    if experiment == "baselines" or not index.isdigit():
+        return {"pretrain": "pretrained.training"}.get(label, label)
+    return f"experiments.{experiment}.stages[{int(index) - 1}] ({name})"
+
+
 def train_and_save(model: nn.Module, meta: dict, inputs: dict, outputs: dict, stage: dict, label: str) -> None:
     """Train `model` under `stage` (`{training, policy}`) and write model_best/last, history, stage.json."""
     started = time.perf_counter()
+    path = where(label)
+    masks = freezing.entry_masks(model, meta.get("new_parameter_masks") or {}, "checkpoint meta new_parameter_masks")
+    selection = freezing.select(model, stage["policy"], meta.get("new_parameters", []), masks, path)
     train, val = (surgery.align(hdf5.read(inputs[k]), meta["feature_names"]) for k in ("train", "val"))
-    where = f"stage {label}"
-    trainable = freezing.trainable_names(model, stage["policy"], meta.get("new_parameters", []), where)
-    result = training.fit(model, train, val, stage["training"], trainable, label)
+    board = Path(outputs["stage"]).parent / "tensorboard"
+    shutil.rmtree(board, ignore_errors=True)  # a rerun's event files replace the previous run's
+    result = training.fit(model, train, val, stage["training"], selection, path, meta.get("categories"), board)
     provenance = {
         "config_sha256": sha256_json(stage),
         "data_sha256": sha256_file(inputs["train"]),
@@ -37,14 +51,20 @@ def train_and_save(model: nn.Module, meta: dict, inputs: dict, outputs: dict, st
     checkpoints.save(outputs["best"], result.best_state, meta | {"epoch": result.best_epoch})
     checkpoints.save(outputs["last"], result.last_state, meta | {"epoch": len(result.history)})
     write_text(outputs["history"], _tsv(result.history))
+    monitor = stage["training"]["early_stopping"]["monitor"]
     write_json(outputs["stage"], {
         "label": label,
         "effective_config": stage,
+        "trainable_parameters": result.audit["trainable"],
+        "frozen_parameters": result.audit["frozen"],
         "best_epoch": result.best_epoch,
+        "best": {monitor: result.history[result.best_epoch - 1][monitor]},
         "epochs_run": len(result.history),
         "stopped": result.stopped,
         "freeze_audit": result.audit,
         "seconds": round(time.perf_counter() - started, 3),
+        "train_seconds": round(sum(row["seconds"] for row in result.history), 3),
+        "tensorboard": str(board) if stage["training"].get("tensorboard") else None,
         **provenance,
     })
 
