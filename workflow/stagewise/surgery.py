@@ -1,76 +1,103 @@
-"""Adapting pretrained weights to a new model: feature order, module renames, head replacement."""
+"""Adapting pretrained tensors to a new model: features, module renames, widened covariate layers, transfer.
+
+Pure functions on names, shapes and tensors; `steps.compatibility` turns their findings into the report.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from torch import nn
 
+from .errors import StagewiseError
 from .io.hdf5 import Split
-
-
-@dataclass
-class Transfer:
-    """The outcome of mapping checkpoint tensors onto a new model's tensors."""
-
-    state_dict: dict[str, torch.Tensor]
-    reused: list[str] = field(default_factory=list)
-    new: list[str] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
 
 
 def feature_diff(expected: list[str], found: list[str]) -> dict:
     """Missing, extra and out-of-order features of `found` against the checkpoint's `expected`."""
-    missing = [f for f in expected if f not in set(found)]
-    extra = [f for f in found if f not in set(expected)]
-    common = [f for f in found if f in set(expected)]
-    in_order = [f for f in expected if f in set(found)]
-    moved = [a for a, b in zip(common, in_order) if a != b]
-    return {"missing": missing, "extra": extra, "out_of_order": moved}
+    expected_set, found_set = set(expected), set(found)
+    common = [f for f in found if f in expected_set]
+    in_order = [f for f in expected if f in found_set]
+    return {"missing": [f for f in expected if f not in found_set], "extra": [f for f in found if f not in expected_set],
+            "out_of_order": [a for a, b in zip(common, in_order) if a != b]}
 
 
-def align(split: Split, feature_names: list[str]) -> Split:
-    """`split` with its feature columns permuted to `feature_names` (the model's order)."""
+def align(split: Split, feature_names: list[str], fill: list[str] | tuple = ()) -> Split:
+    """`split` with its feature columns in the model's order: extra columns dropped, `fill` names zero-filled."""
     if split.feature_names == feature_names:
         return split
     position = {name: i for i, name in enumerate(split.feature_names)}
-    order = np.array([position[name] for name in feature_names])
-    return Split(split.X[:, order], split.y, list(feature_names), split.label_names, split.sample_ids)
+    absent = [name for name in feature_names if name not in position and name not in set(fill)]
+    if absent:
+        raise StagewiseError(f"{len(absent)} features the model expects are not in the data (first: {absent[:5]}); "
+                             "set pretrained.features: pad to zero-fill them, and rerun check_compatibility")
+    kept = [(j, position[name]) for j, name in enumerate(feature_names) if name in position]
+    X = np.zeros((len(split.X), len(feature_names), *split.X.shape[2:]), dtype=split.X.dtype)
+    X[:, [j for j, _ in kept]] = split.X[:, [i for _, i in kept]]
+    return replace(split, X=X, feature_names=list(feature_names))
+
+
+def under(key: str, module: str) -> bool:
+    """Whether tensor `key` belongs to `module` (or is it)."""
+    return key == module or key.startswith(module + ".")
 
 
 def rename(state_dict: dict[str, torch.Tensor], match: dict[str, str]) -> dict[str, torch.Tensor]:
-    """Rename checkpoint tensors by module prefix, `{name in checkpoint: name in new model}`."""
+    """Rename checkpoint tensors by module prefix, `{name in checkpoint: name in new model}`; the longest prefix wins."""
+    longest_first = sorted(match, key=len, reverse=True)
     renamed = {}
     for key, tensor in state_dict.items():
-        for old, new in match.items():
-            if key == old or key.startswith(old + "."):
-                key = new + key[len(old):]
-                break
-        renamed[key] = tensor
+        old = next((m for m in longest_first if under(key, m)), None)
+        renamed[match[old] + key[len(old):] if old is not None else key] = tensor
     return renamed
 
 
-def transfer(model: nn.Module, source: dict[str, torch.Tensor], replaced: str | None) -> Transfer:
-    """Copy `source` tensors into `model`'s state by name; the `replaced` module's tensors start new."""
-    target = model.state_dict()
-    out = Transfer(state_dict=dict(target))
+def widen(old: torch.Tensor, fresh: torch.Tensor, old_sizes: list[int], new_sizes: list[int]) -> tuple[torch.Tensor, list[list[int]]]:
+    """`fresh` (a new init of the widened layer) with `old`'s columns copied in; returns it and the new column ranges.
 
-    def in_replaced(key: str) -> bool:
-        return replaced is not None and (key == replaced or key.startswith(replaced + "."))
+    The last `sum(old_sizes)` input columns of `old` are one-hot covariates, one block per covariate; each
+    block grows from `old_sizes[i]` to `new_sizes[i]` columns, its new categories appended at its end.
+    """
+    base = old.shape[1] - sum(old_sizes)
+    out = fresh.clone().to(old.dtype)
+    out[:, :base] = old[:, :base]
+    ranges, src, dst = [], base, base
+    for before, after in zip(old_sizes, new_sizes):
+        out[:, dst:dst + before] = old[:, src:src + before]
+        if after > before:
+            ranges.append([dst + before, dst + after])
+        src, dst = src + before, dst + after
+    return out, ranges
 
-    for key, tensor in target.items():
-        if in_replaced(key):
+
+@dataclass
+class Transfer:
+    """The outcome of mapping checkpoint tensors onto a new model's tensors (names and shapes)."""
+
+    reused: list[str] = field(default_factory=list)
+    new: list[str] = field(default_factory=list)
+    widened: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+
+
+def plan(target: dict[str, torch.Size], source: dict[str, torch.Tensor], replaced: str | None,
+         widened: dict[str, tuple[int, ...]]) -> Transfer:
+    """Sort the new model's tensors into reused, new (under `replaced`), widened, missing and shape-mismatched.
+
+    `widened` maps a tensor the surgery widens to the shape it must have in the checkpoint.
+    """
+    out = Transfer()
+    for key, shape in target.items():
+        if replaced is not None and under(key, replaced):
             out.new.append(key)
         elif key not in source:
-            out.errors.append(f"tensor {key} {tuple(tensor.shape)} of the new model has no counterpart in the checkpoint "
-                              "(map its module with pretrained.match, or replace it with pretrained.head)")
-        elif source[key].shape != tensor.shape:
-            out.errors.append(f"tensor {key}: checkpoint shape {tuple(source[key].shape)} != new model shape {tuple(tensor.shape)}")
+            out.missing.append(key)
+        elif tuple(source[key].shape) != tuple(widened.get(key, shape)):
+            out.mismatched.append(key)
         else:
-            out.state_dict[key] = source[key].to(tensor.dtype)
-            out.reused.append(key)
-    out.dropped = [key for key in source if key not in target or in_replaced(key)]
+            (out.widened if key in widened else out.reused).append(key)
+    out.dropped = [key for key in source if key not in target or (replaced is not None and under(key, replaced))]
     return out

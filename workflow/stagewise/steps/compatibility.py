@@ -1,100 +1,305 @@
-"""check_compatibility: every mismatch between checkpoint, model config and data, then the start model."""
+"""check_compatibility: every mismatch between checkpoint, model config and data at once, then the start model."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
 
 from .. import checkpoints, models, surgery
 from ..config import derive_seed
 from ..errors import StagewiseError
-from ..files import sha256_file, write_json, write_text
+from ..files import write_json, write_text
 from ..io import hdf5
-from ..training import seed_everything
+
+SHOWN = 5  # names listed per problem
+
+
+class Checks(list):
+    """The findings so far, each `{check, status: ok|warning|error, message, ...details}`."""
+
+    def add(self, check: str, status: str, message: str, **details) -> None:
+        self.append({"check": check, "status": status, "message": message, **details})
+
+    def failed(self) -> bool:
+        return any(c["status"] == "error" for c in self)
+
+
+def _first(names: list, shapes: dict | None = None) -> str:
+    shown = [f"{n} {tuple(shapes[n])}" if shapes else str(n) for n in names[:SHOWN]]
+    return ", ".join(shown) + (f", ... ({len(names) - SHOWN} more)" if len(names) > SHOWN else "")
+
+
+def _values(state: dict, names: list[str]) -> int:
+    return sum(state[n].numel() for n in names)
+
+
+def _features(checks: Checks, meta: dict, pretrained: dict, found: list[str]) -> tuple[list[str], list[str]]:
+    """The checkpoint's feature names and the ones to zero-fill, checked against the data's."""
+    recorded, listed = meta.get("feature_names"), None
+    if pretrained["feature_names"]:
+        path = Path(pretrained["feature_names"])
+        if not path.is_file():
+            checks.add("features", "error", f"pretrained.feature_names: file {path} not found (one feature name a line)")
+            return found, []
+        listed = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if recorded and recorded != listed:
+            checks.add("features", "error", f"pretrained.feature_names: {path} disagrees with the {len(recorded)} names recorded "
+                       "in the checkpoint; remove pretrained.feature_names")
+            return found, []
+    expected = recorded or listed
+    if expected is None:
+        checks.add("features", "warning", f"the checkpoint records no feature names; the data's {len(found)} features are assumed "
+                   "to be its inputs in the same order (set pretrained.feature_names: FILE to check them)")
+        return found, []
+    diff, mode = surgery.feature_diff(expected, found), pretrained["features"]
+    counts = "; ".join(f"{len(v)} {k.replace('_', '-')} (first: {_first(v)})" for k, v in diff.items() if v)
+    if not any(diff.values()):
+        checks.add("features", "ok", f"{len(found)} features, same names in the same order")
+    elif len(diff["missing"]) == len(expected):
+        checks.add("features", "error", f"no feature of the data is one the checkpoint expects ({counts}); is this the right data?", **diff)
+    elif mode == "strict" or (mode == "reorder" and (diff["missing"] or diff["extra"])):
+        hint = "set pretrained.features: pad to zero-fill missing and drop extra features" if diff["missing"] or diff["extra"] \
+            else "set pretrained.features: reorder to permute the data to the checkpoint's order"
+        checks.add("features", "error", f"pretrained.features: {mode}: the data's features differ from the checkpoint's: {counts}; {hint}", **diff)
+    else:
+        done = [f"{len(diff['missing'])} zero-filled" if diff["missing"] else "", f"{len(diff['extra'])} dropped" if diff["extra"] else "",
+                "columns permuted to the checkpoint's order" if diff["out_of_order"] else ""]
+        checks.add("features", "warning", f"pretrained.features: {mode}: {counts}; {', '.join(d for d in done if d)}", **diff)
+    return expected, diff["missing"]
+
+
+def _locked(checks: Checks, meta: dict, model_cfg: dict, locked: list[str], path: str) -> None:
+    """Architecture and the `pretrained.locked` params must equal what the checkpoint records."""
+    recorded = meta.get("architecture")
+    if recorded and recorded != model_cfg["architecture"]:
+        checks.add("architecture", "error", f"model.architecture is {model_cfg['architecture']!r} but {path} holds a {recorded!r} model")
+    old = meta.get("params") or meta.get("hyper_parameters") or {}
+    for key in locked:
+        if not old:
+            checks.add("locked", "error", f"pretrained.locked: {key!r} cannot be checked: {path} is a plain state_dict with no "
+                       "recorded params; remove it from pretrained.locked or use a checkpoint that records them")
+        elif key not in old:
+            checks.add("locked", "error", f"pretrained.locked: {key!r} is not recorded in {path} (recorded: {sorted(old)})")
+        elif model_cfg["params"].get(key, old[key]) != old[key]:
+            checks.add("locked", "error", f"pretrained.locked: model.params.{key} is {model_cfg['params'][key]!r} but the "
+                       f"checkpoint was trained with {old[key]!r}; set it back or unlock it")
+        else:
+            checks.add("locked", "ok", f"model.params.{key} = {old[key]!r}, as in the checkpoint")
+
+
+def _labels(checks: Checks, meta: dict, head: dict | None, labels: list[str]) -> int:
+    """The head's output count; without head replacement the labels must be the checkpoint's."""
+    old = meta.get("label_names")
+    if head:
+        out = head["out_features"] or len(labels)
+        if out < len(labels):
+            checks.add("head", "error", f"pretrained.head.out_features is {out} but the target has {len(labels)} labels")
+        return out
+    if old is None:
+        checks.add("labels", "warning", f"the checkpoint records no label names; its outputs are taken as the target's "
+                   f"{len(labels)} labels in order ({_first(labels)})")
+    elif old != labels:
+        checks.add("labels", "error", f"the target's labels ({_first(labels)}) differ from the checkpoint's ({_first(old)}); "
+                   "set pretrained.head to replace the final layer")
+    return len(old or labels)
+
+
+def _categories(checks: Checks, old: dict, declared: dict, data: dict, train: str) -> dict:
+    """Each covariate's categories after surgery: the checkpoint's, then new ones (declared or found in the data)."""
+    out = {name: list(cats) for name, cats in old.items()}
+    for name in declared:
+        if name not in old:
+            checks.add("categories", "error", f"pretrained.new_categories.{name}: the checkpoint has no covariate {name!r} "
+                       f"(its covariates: {sorted(old)})")
+    for name, cats in old.items():
+        if name not in data:
+            checks.add("categories", "error", f"covariate {name!r}: column missing: {train} has no covariates/{name}, but the "
+                       f"checkpoint's model takes it ({len(cats)} categories); add {name!r} to data.target.covariates")
+            continue
+        again = [c for c in declared.get(name, []) if c in cats]
+        new = [c for c in declared.get(name, []) if c not in cats] if name in declared else [c for c in data[name] if c not in cats]
+        unknown = [c for c in data[name] if c not in cats and c not in new]
+        if again:
+            checks.add("categories", "error", f"pretrained.new_categories.{name}: {_first(again)} already in the checkpoint")
+        if unknown:
+            checks.add("categories", "error", f"covariate {name!r}: {len(unknown)} categories in the data are neither in the "
+                       f"checkpoint nor in pretrained.new_categories.{name}: {_first(unknown)}; add them there")
+        out[name] = cats + new
+        status = "warning" if new and name not in declared else "ok"
+        found = " (found in the data, not declared in pretrained.new_categories)" if status == "warning" else ""
+        checks.add("categories", status, f"covariate {name!r}: {len(cats)} categories" + (f" + {len(new)} new{found}: {_first(new)}" if new else ""),
+                   covariate=name, old=cats, new=new)
+    for name in sorted(set(data) - set(old)):
+        checks.add("categories", "warning", f"covariate {name!r} of the data is ignored: the checkpoint's model takes no such input")
+    return out
+
+
+def _build(checks: Checks, architecture: str, params: dict) -> nn.Module | None:
+    """The new model on the meta device (shapes only, no memory)."""
+    try:
+        with torch.device("meta"):
+            return models.build(architecture, params)
+    except (StagewiseError, TypeError, ValueError) as error:
+        checks.add("model", "error", f"model.params: cannot build {architecture} with {params}: {error}")
+        return None
+
+
+def _initial(model: nn.Module, architecture: str, params: dict, modules: list[str], seed: int) -> dict[str, torch.Tensor]:
+    """Seeded fresh values of every tensor under `modules`, resetting each module alone when it can be."""
+    fresh = {}
+    for name in modules:
+        sub = model.get_submodule(name)
+        owners = [m for m in sub.modules() if any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False))]
+        if all(hasattr(m, "reset_parameters") for m in owners):
+            sub.to_empty(device="cpu")
+            torch.manual_seed(derive_seed(seed, "start", name))
+            for m in owners:
+                m.reset_parameters()
+        else:  # a plug-in layer that initialises only in its constructor
+            torch.manual_seed(derive_seed(seed, "start"))
+            sub = models.build(architecture, params).get_submodule(name)
+        fresh |= {f"{name}.{k}": v for k, v in sub.state_dict().items()}
+    return fresh
+
+
+def _match(checks: Checks, match: dict, source: dict, model: nn.Module) -> None:
+    """Every `pretrained.match` key must name a checkpoint module, every value a model module."""
+    modules = [n for n, _ in model.named_modules() if n]
+    for old, new in match.items():
+        if not any(surgery.under(key, old) for key in source):
+            checks.add("match", "error", f"pretrained.match: {old!r} is not a module of the checkpoint; its modules: "
+                       f"{_first(sorted({k.rsplit('.', 1)[0] for k in source}))}")
+        if new not in modules and new not in model.state_dict():
+            checks.add("match", "error", f"pretrained.match: {old!r} -> {new!r}: the model has no module {new!r}; its modules: {_first(modules)}")
+    if match and not checks.failed():
+        checks.add("match", "ok", f"checkpoint modules renamed: {match}")
+
+
+def _culprits(checks: Checks, architecture: str, old: dict, params: dict, mismatched: list[str]) -> None:
+    """Name each model param whose change from the checkpoint's alters the shape of a matched tensor."""
+    derived = {k: params[k] for k in ("in_features", "out_features", "n_covariates") if k in params}
+    base = _build(Checks(), architecture, {**old, **derived})
+    if base is None:
+        return
+    before = base.state_dict()
+    for key in sorted(k for k in params if k not in derived and old.get(k, object()) != params[k]):
+        variant = _build(Checks(), architecture, {**old, **derived, key: params[key]})
+        after = variant.state_dict() if variant is not None else {}
+        broken = [t for t in mismatched if t in before and (t not in after or after[t].shape != before[t].shape)]
+        if broken:
+            checks.add("params", "error", f"model.params.{key}: {old.get(key, 'default')!r} in the checkpoint, {params[key]!r} now: "
+                       f"changes the shape of {_first(broken)}; set it back to reuse those tensors", param=key, tensors=broken)
+
+
+def _transfer(checks: Checks, ckpt: checkpoints.Checkpoint, model: nn.Module, model_cfg: dict, params: dict,
+              pretrained: dict, categories: dict, seed: int) -> tuple[dict, dict, dict]:
+    """Map checkpoint tensors onto the model; the start state, the new columns and the parameter counts."""
+    _match(checks, pretrained["match"], ckpt.state_dict, model)
+    source = surgery.rename(ckpt.state_dict, pretrained["match"])
+    blank = model.state_dict()  # meta tensors: names, shapes, dtypes
+    target = {k: v.shape for k, v in blank.items()}
+    head, modules = pretrained["head"], [n for n, _ in model.named_modules() if n]
+    replaced = head["module"] if head and head["module"] in modules else None
+    if head and replaced is None:
+        checks.add("head", "error", f"pretrained.head.module: {head['module']!r} is not a module of the model; its modules: {_first(modules)}")
+    elif head:
+        old = ckpt.meta.get("label_names")
+        checks.add("head", "ok", f"{replaced!r} replaced by a new seeded init with {params['out_features']} outputs"
+                   + (f" (was {len(old)}: {_first(old)})" if old else ""))
+    old_cats = ckpt.meta.get("categories") or {}
+    old_sizes, new_sizes = [len(old_cats[c]) for c in old_cats], [len(categories[c]) for c in old_cats]
+    layers = getattr(model, "covariate_layers", [])
+    if old_cats and not layers:
+        checks.add("categories", "error", f"the checkpoint's model takes covariates {sorted(old_cats)} but {model_cfg['architecture']} "
+                   "has no covariate_layers")
+    widened = {}
+    if new_sizes != old_sizes:
+        for layer in layers:
+            shape = target[f"{layer}.weight"]
+            widened[f"{layer}.weight"] = (shape[0], shape[1] - sum(new_sizes) + sum(old_sizes), *shape[2:])
+    moved = surgery.plan(target, source, replaced, widened)
+    for key in moved.mismatched:
+        checks.add("tensors", "error", f"module {key.rpartition('.')[0]!r}, tensor {key}: checkpoint shape {tuple(source[key].shape)}, "
+                   f"new model shape {tuple(widened.get(key, target[key]))}", tensor=key)
+    if moved.mismatched and ckpt.meta.get("params"):
+        _culprits(checks, model_cfg["architecture"], ckpt.meta["params"], params, moved.mismatched)
+    if moved.missing:
+        checks.add("tensors", "error", f"{len(moved.missing)} tensors of the new model have no counterpart in the checkpoint: "
+                   f"{_first(moved.missing, target)}; map their modules with pretrained.match {{checkpoint name: model name}} or "
+                   "replace the final layer with pretrained.head (is this checkpoint for this architecture?)", tensors=moved.missing)
+    stray = [k for k in moved.dropped if not (replaced and surgery.under(k, replaced))]
+    counts = {"reused": _values(source, moved.reused), "widened": _values(source, moved.widened),
+              "new": _values(blank, moved.new), "dropped": _values(source, moved.dropped),
+              "tensors": {k: getattr(moved, k) for k in ("reused", "widened", "new", "dropped")}}
+    checks.add("tensors", "warning" if stray else "ok",
+               f"{len(moved.reused)} tensors matched ({counts['reused']} values), {len(moved.widened)} widened, {len(moved.new)} new "
+               f"({counts['new']} values), {len(moved.dropped)} unmatched in the checkpoint ({counts['dropped']} values)"
+               + (f": {_first(stray)} not used by the new model" if stray else ""))
+    if checks.failed():
+        return {}, {}, counts
+    fresh = _initial(model, model_cfg["architecture"], params, ([replaced] if replaced else []) + [k.rpartition(".")[0] for k in widened], seed)
+    state, masks = {}, {}
+    for key, shape in target.items():
+        if key in moved.widened:
+            state[key], masks[key] = surgery.widen(source[key], fresh[key], old_sizes, new_sizes)
+        else:
+            state[key] = fresh[key] if key in moved.new else source[key].to(blank[key].dtype)
+    return state, masks, counts
 
 
 def check(checkpoint_path: str, train_path: str, model_cfg: dict, pretrained: dict, seed: int) -> tuple[dict, checkpoints.Checkpoint | None]:
     """Run every check; return the report and the adapted start checkpoint (None when a check failed)."""
     ckpt = checkpoints.load(checkpoint_path)
-    meta = ckpt.meta
-    features, labels = hdf5.read_names(train_path)
-    checks: list[dict] = []
-
-    def add(name: str, status: str, message: str, **details) -> None:
-        checks.append({"check": name, "status": status, "message": message, **details})
-
-    old_features = meta.get("feature_names") or features
-    diff = surgery.feature_diff(old_features, features)
-    if not any(diff.values()):
-        add("features", "ok", f"{len(features)} features, same names in the same order")
-    elif diff["missing"] or diff["extra"] or pretrained["features"] == "strict":
-        parts = [f"{len(v)} {k.replace('_', '-')} (first: {v[:5]})" for k, v in diff.items() if v]
-        add("features", "error", f"features differ from the checkpoint's: {'; '.join(parts)}"
-            + ("; set pretrained.features: reorder to permute the data" if not diff["missing"] and not diff["extra"] else ""), **diff)
-    else:
-        add("features", "warning", f"{len(diff['out_of_order'])} features out of order; data columns are permuted to the checkpoint's order", **diff)
-
-    architecture = meta.get("architecture", model_cfg["architecture"])
-    if architecture != model_cfg["architecture"]:
-        add("architecture", "error", f"model.architecture is {model_cfg['architecture']!r} but the checkpoint holds {architecture!r}")
-    old_params = meta.get("params", {})
-    for key in pretrained["locked"]:
-        if key not in old_params:
-            add("locked", "error", f"pretrained.locked: {key!r} is not recorded in {checkpoint_path} (a plain state_dict has no metadata to check against)")
-        elif model_cfg["params"].get(key, old_params[key]) != old_params[key]:
-            add("locked", "error", f"pretrained.locked: model.params.{key} is {model_cfg['params'][key]!r} but the checkpoint was trained with {old_params[key]!r}")
-
+    with hdf5.open_split(train_path) as h5:
+        data = hdf5.layout(h5)
+    checks, meta = Checks(), ckpt.meta
+    checks.add("format", "ok", f"{ckpt.origin}: {len(ckpt.state_dict)} tensors")
+    features, padded = _features(checks, meta, pretrained, data.feature_names)
+    _locked(checks, meta, model_cfg, pretrained["locked"], checkpoint_path)
+    out_features = _labels(checks, meta, pretrained["head"], data.label_names)
+    categories = _categories(checks, meta.get("categories") or {}, pretrained["new_categories"], data.categories, train_path)
+    params = {**(meta.get("params") or {}), **model_cfg["params"], "in_features": len(features), "out_features": out_features}
+    if categories:
+        params["n_covariates"] = sum(len(c) for c in categories.values())
+    model = _build(checks, model_cfg["architecture"], params)
+    state, masks, counts = _transfer(checks, ckpt, model, model_cfg, params, pretrained, categories, seed) if model else ({}, {}, {})
     head = pretrained["head"]
-    old_labels = meta.get("label_names", labels)
-    out_features = (head["out_features"] or len(labels)) if head else len(old_labels)
-    if head is None and old_labels != labels:
-        add("labels", "error", f"target labels {labels[:10]} differ from the checkpoint's {old_labels[:10]}; set pretrained.head to replace the final layer")
-    params = {**old_params, **model_cfg["params"], "in_features": len(old_features), "out_features": out_features}
-    seed_everything(derive_seed(seed, "start"))
-    try:
-        model = models.build(model_cfg["architecture"], params)
-    except StagewiseError as error:
-        add("model", "error", str(error))
-        return _report(checks, checkpoint_path), None
-    if head and head["module"] != model.head_name and head["module"] not in dict(model.named_modules()):
-        add("head", "error", f"pretrained.head.module: {head['module']!r} is not a module of the model")
-        head = None
-    moved = surgery.transfer(model, surgery.rename(ckpt.state_dict, pretrained["match"]), head["module"] if head else None)
-    for error in moved.errors:
-        add("tensors", "error", error)
-    if head:
-        add("head", "ok", f"head {head['module']!r} replaced: {len(old_labels)} -> {out_features} outputs",
-            old_labels=old_labels, new_labels=labels)
-    count = {k: sum(ckpt.state_dict[n].numel() if n in ckpt.state_dict else moved.state_dict[n].numel() for n in names)
-             for k, names in (("reused", moved.reused), ("new", moved.new))}
-    add("tensors", "ok" if not moved.errors else "error",
-        f"{len(moved.reused)} tensors reused ({count['reused']} values), {len(moved.new)} new ({count['new']} values), {len(moved.dropped)} dropped",
-        reused=moved.reused, new=moved.new, dropped=moved.dropped, match=pretrained["match"])
-    report = _report(checks, checkpoint_path)
-    if report["status"] == "error":
+    mappings = {"match": pretrained["match"], "features": {"mode": pretrained["features"], "zero_filled": padded},
+                "categories": categories, "head": head and {**head, "old_label_names": meta.get("label_names"), "new_label_names": data.label_names}}
+    worst = "error" if checks.failed() else "warning" if any(c["status"] == "warning" for c in checks) else "ok"
+    report = {"status": worst, "checkpoint": str(checkpoint_path), "format": ckpt.origin, "checks": list(checks),
+              "mappings": mappings, "parameters": counts}
+    if worst == "error":
         return report, None
-    new_meta = {"architecture": model_cfg["architecture"], "params": params, "task": model_cfg["task"],
-                "feature_names": old_features, "label_names": labels if head else old_labels,
-                "new_parameters": [n for n, _ in model.named_parameters() if n in set(moved.new)],
-                "parent": checkpoint_path, "parent_sha256": sha256_file(checkpoint_path)}
-    return report, checkpoints.Checkpoint(moved.state_dict, new_meta)
-
-
-def _report(checks: list[dict], checkpoint_path: str) -> dict:
-    worst = "error" if any(c["status"] == "error" for c in checks) else "warning" if any(c["status"] == "warning" for c in checks) else "ok"
-    return {"status": worst, "checkpoint": checkpoint_path, "checks": checks}
+    new = [n for n, _ in model.named_parameters() if n in set(counts["tensors"]["new"]) | set(masks)]
+    start = {"architecture": model_cfg["architecture"], "params": params, "task": model_cfg["task"], "feature_names": features,
+             "padded_features": padded, "label_names": data.label_names if head else meta.get("label_names", data.label_names),
+             "new_parameters": new, "new_parameter_masks": masks}
+    if categories:
+        start["categories"] = categories
+    if head:
+        start["head"] = mappings["head"]
+    return report, checkpoints.Checkpoint(state, start)
 
 
 def render(report: dict) -> str:
     """The report as text for a person."""
-    lines = [f"compatibility of {report['checkpoint']}: {report['status'].upper()}"]
+    lines = [f"compatibility of {report['checkpoint']} ({report['format']}): {report['status'].upper()}"]
     lines += [f"  [{c['status']:>7}] {c['check']}: {c['message']}" for c in report["checks"]]
+    if report["status"] == "error":
+        lines.append("  no start model written: fix the errors above and run the check again")
     return "\n".join(lines) + "\n"
 
 
 def run(inputs: dict, outputs: dict, params: dict) -> None:
-    """Write compatibility.json/.txt and start/model.pt, or fail listing every problem."""
+    """Write start/model.pt, compatibility.json and .txt, or fail listing every problem and writing nothing."""
     report, start = check(inputs["checkpoint"], inputs["train"], params["model"], params["pretrained"], params["seed"])
     text = render(report)
+    print(text, end="")
     if start is None:
         raise StagewiseError(text)
+    checkpoints.save(outputs["model"], start.state_dict, start.meta | checkpoints.lineage(inputs["checkpoint"]))
     write_json(outputs["json"], report)
     write_text(outputs["txt"], text)
-    checkpoints.save(outputs["model"], start.state_dict, start.meta)
