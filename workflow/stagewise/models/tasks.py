@@ -1,0 +1,135 @@
+"""Tasks (`model.task`): what a model's output means, its default loss, and what evaluation writes.
+
+| task | output of the model | target | default loss | prediction fields |
+|---|---|---|---|---|
+| classification | logits (N, C) | class codes (N,) | cross_entropy | predictions (N,), probabilities (N, C) |
+| regression | values (N,) or (N, T) | values (N,) or (N, T) | mse | predictions (like the target) |
+| sequence_labeling | logits (N, L, C) | class codes (N, L') cropped to L | cross_entropy per position | predictions (N, L), probabilities (N, L, C) |
+| counts | dict (`stagewise.models.cvae`) | the input counts | nb (zinb with `likelihood: zinb`) | latent (N, D), nll (N,), kl (N,) |
+
+Every prediction file also holds `labels` (the target, cropped like the predictions) and
+`sample_ids`. The training loop calls `loss(task, spec, y_train, n_classes, device)` once and the
+result as `loss_fn(output, y, x, epoch)`; `epoch` is None outside training (full KL weight).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .. import likelihoods, losses
+from ..errors import StagewiseError
+
+TaskLoss = Callable[[object, torch.Tensor, torch.Tensor, "int | None"], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One `model.task`: its losses (the first is the default) and whether its labels are classes."""
+
+    name: str
+    losses: tuple[str, ...]
+    classes: bool
+
+
+TASKS = {
+    "classification": Task("classification", ("cross_entropy", "focal", "mse", "huber"), classes=True),
+    "regression": Task("regression", ("mse", "huber"), classes=False),
+    "sequence_labeling": Task("sequence_labeling", ("cross_entropy", "focal"), classes=True),
+    "counts": Task("counts", ("nb", "zinb"), classes=False),
+}
+COUNT_LOSSES = {"nb": likelihoods.nb_loss, "zinb": likelihoods.zinb_loss}
+
+
+def get(name: str) -> Task:
+    """The task called `name`."""
+    if name not in TASKS:
+        raise StagewiseError(f"model.task: unknown {name!r}; one of {sorted(TASKS)}")
+    return TASKS[name]
+
+
+def out_features(task: str, n_features: int, n_labels: int) -> int:
+    """The model's `out_features`: one output per class or target, or per feature for counts."""
+    return n_features if task == "counts" else n_labels
+
+
+def loss_name(task: str, spec: dict, params: dict | None = None) -> str:
+    """The loss a stage uses: `auto` is the task's default (counts: the model's `likelihood`)."""
+    name = spec["name"]
+    if name == "auto":
+        return (params or {}).get("likelihood", "nb") if task == "counts" else get(task).losses[0]
+    if name not in get(task).losses:
+        raise StagewiseError(f"training.loss.name: {name!r} does not fit model.task {task!r}; use one of {list(get(task).losses)} or auto")
+    return name
+
+
+def loss(task: str, spec: dict, y: np.ndarray, n_classes: int, device: torch.device, params: dict | None = None) -> TaskLoss:
+    """The stage's loss as `fn(output, y, x, epoch)`, with the output and target shaped for it."""
+    spec = {**spec, "name": loss_name(task, spec, params)}
+    if task == "counts":
+        return _count_loss(spec)
+    base = losses.build(spec, y.reshape(-1) if task == "sequence_labeling" else y, n_classes, device)
+    if task == "sequence_labeling":
+        def positions(output, y, x, epoch):
+            return base(output.reshape(-1, output.shape[-1]), crop(y, output.shape[1]).reshape(-1))
+        return positions
+    return lambda output, y, x, epoch: base(output, y)
+
+
+def _count_loss(spec: dict) -> TaskLoss:
+    fn = COUNT_LOSSES[spec["name"]]
+    warmup = spec.get("kl_warmup", 0)
+    kwargs = {k: v for k, v in spec.items() if k not in ("name", "kl_warmup")}
+    unknown = sorted(set(kwargs) - set(list(inspect.signature(fn).parameters)[2:]))
+    if unknown or not isinstance(warmup, int) or warmup < 0:
+        raise StagewiseError(f"training.loss: {spec['name']} accepts kl_warmup (epochs, integer >= 0) only; got {sorted(spec)}")
+    return lambda output, y, x, epoch: fn(output, x, kl_weight=likelihoods.warmup_weight(epoch, warmup))
+
+
+def crop(y: torch.Tensor | np.ndarray, length: int):
+    """Per-position labels cut to the model's `length` output positions, equally from both ends."""
+    extra = y.shape[1] - length
+    if extra < 0 or extra % 2:
+        raise StagewiseError(f"sequence_labeling: labels of length {y.shape[1]} cannot be centred on {length} output positions")
+    return y[:, extra // 2:y.shape[1] - extra // 2]
+
+
+def collect(chunks: list) -> torch.Tensor | dict[str, torch.Tensor]:
+    """Concatenate batched outputs (tensors, or dicts of tensors) along the sample axis."""
+    if isinstance(chunks[0], dict):
+        return {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
+    return torch.cat(chunks)
+
+
+def detach(output) -> torch.Tensor | dict[str, torch.Tensor]:
+    """An output moved to the CPU as float32, ready for `collect`."""
+    if isinstance(output, dict):
+        return {key: value.detach().float().cpu() for key, value in output.items()}
+    return output.detach().float().cpu()
+
+
+def predictions(task: str, output, x: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The fields of test_predictions.h5 (besides labels and sample_ids) from the collected outputs."""
+    if task == "counts":
+        counts = torch.as_tensor(x, dtype=torch.float32)
+        likelihood = "zinb" if "dropout_logits" in output else "nb"
+        return {"latent": output["z_mean"].numpy(),
+                "nll": likelihoods.reconstruction_nll(output, counts, likelihood).numpy(),
+                "kl": likelihoods.kl_standard_normal(output["z_mean"], output["z_logvar"]).numpy()}
+    if task == "regression":
+        return {"predictions": output.numpy()}
+    proba = output.softmax(-1)
+    return {"predictions": proba.argmax(-1).numpy(), "probabilities": proba.numpy()}
+
+
+def labels(task: str, output, y: np.ndarray) -> np.ndarray:
+    """The target as stored next to the predictions (per-position labels cropped like the output)."""
+    if task == "sequence_labeling":
+        return np.ascontiguousarray(crop(y, output.shape[1]))
+    if task == "regression":
+        return y.reshape(output.shape).astype(np.float32)
+    return y
