@@ -23,6 +23,14 @@ localrules:
     report,
 
 
+# prepare_data also runs locally when the raw data is light, so that check_compatibility can stop
+# a run before any cluster job is submitted (README "Running on a SLURM cluster").
+if sw_resources.local_prepare(RAW_BYTES):
+
+    localrules:
+        prepare_data,
+
+
 rule all:
     input:
         get_final_outputs(),

@@ -1,5 +1,6 @@
 import stagewise
 from stagewise import config as sw_config
+from stagewise import resources as sw_resources
 from stagewise.errors import StagewiseError
 from snakemake.exceptions import WorkflowError
 
@@ -11,6 +12,8 @@ config.clear()
 config.update(sw_config.canonical(_validated))  # sorted keys: YAML order never reruns
 
 VERSION = stagewise.__version__
+RAW_BYTES = sw_resources.raw_bytes(config["data"])
+THREADS = sw_resources.threads(RAW_BYTES)  # same on every machine: torch results depend on it
 NAME = "[A-Za-z0-9][A-Za-z0-9_-]*"
 
 
@@ -105,3 +108,31 @@ def get_report_histories():
 
 def get_final_outputs():
     return ["results/report.html", "results/metrics.tsv"]
+
+
+# Cluster resources (README "Running on a SLURM cluster"). A missing summary.json (a dry run
+# before prepare_data) makes Snakemake show <TBD> and evaluate the function again at submission.
+def get_train_mem_mb(wildcards, input):
+    return sw_resources.train_mem_mb(input.summary)
+
+
+def get_stage_runtime(wildcards, input):
+    return sw_resources.train_runtime(
+        input.summary, get_stage_params(wildcards)["training"]["epochs"]
+    )
+
+
+def get_scratch_runtime(wildcards, input):
+    return sw_resources.train_runtime(
+        input.summary, get_scratch_params(wildcards)["training"]["epochs"]
+    )
+
+
+def get_pretrain_runtime(wildcards, input):
+    return sw_resources.train_runtime(
+        input.summary, get_pretrain_params(wildcards)["training"]["epochs"]
+    )
+
+
+def get_eval_runtime(wildcards, input):
+    return sw_resources.evaluate_runtime(input.summary)

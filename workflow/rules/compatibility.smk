@@ -2,6 +2,7 @@ rule pretrain:
     input:
         train="results/data/source/train.h5",
         val="results/data/source/val.h5",
+        summary="results/data/source/summary.json",
     output:
         best="results/pretrain/model.pt",
         last="results/pretrain/model_last.pt",
@@ -13,7 +14,10 @@ rule pretrain:
         "benchmarks/pretrain/pretrain.tsv"
     conda:
         "../../envs/stagewise.yaml"
-    threads: 1
+    threads: THREADS
+    resources:
+        mem_mb=get_train_mem_mb,
+        runtime=get_pretrain_runtime,
     params:
         stage=get_pretrain_params,
         model=config["model"],

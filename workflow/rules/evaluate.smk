@@ -2,6 +2,8 @@ rule evaluate:
     input:
         model=get_eval_model,
         test="results/data/target/test.h5",
+        reference="results/data/target/train.h5",
+        summary="results/data/target/summary.json",
     output:
         metrics="results/{model}/test_metrics.json",
         predictions="results/{model}/test_predictions.h5",
@@ -11,7 +13,10 @@ rule evaluate:
         "benchmarks/evaluate/{model}.tsv"
     conda:
         "../../envs/stagewise.yaml"
-    threads: 1
+    threads: THREADS
+    resources:
+        mem_mb=get_train_mem_mb,
+        runtime=get_eval_runtime,
     params:
         evaluation=config["evaluation"],
         version=VERSION,

@@ -2,6 +2,7 @@ rule finetune:
     input:
         model=get_parent_model,
         train="results/data/target/train.h5",
+        summary="results/data/target/summary.json",
         val="results/data/target/val.h5",
     output:
         best="results/{experiment}/stages/{index}_{stage}/model_best.pt",
@@ -14,7 +15,10 @@ rule finetune:
         "benchmarks/finetune/{experiment}/{index}_{stage}.tsv"
     conda:
         "../../envs/stagewise.yaml"
-    threads: 1
+    threads: THREADS
+    resources:
+        mem_mb=get_train_mem_mb,
+        runtime=get_stage_runtime,
     params:
         stage=get_stage_params,
         init="parent",
@@ -28,6 +32,7 @@ rule train_scratch:
     input:
         model="results/start/model.pt",
         train="results/data/target/train.h5",
+        summary="results/data/target/summary.json",
         val="results/data/target/val.h5",
     output:
         best="results/baselines/scratch/model_best.pt",
@@ -40,7 +45,10 @@ rule train_scratch:
         "benchmarks/train_scratch/scratch.tsv"
     conda:
         "../../envs/stagewise.yaml"
-    threads: 1
+    threads: THREADS
+    resources:
+        mem_mb=get_train_mem_mb,
+        runtime=get_scratch_runtime,
     params:
         stage=get_scratch_params,
         init="random",

@@ -10,7 +10,10 @@ rule prepare_data:
         "benchmarks/prepare_data/{dataset}.tsv"
     conda:
         "../../envs/stagewise.yaml"
-    threads: 1
+    threads: THREADS
+    resources:
+        mem_mb=sw_resources.prepare_mem_mb(RAW_BYTES),
+        runtime=30,
     params:
         dataset=get_dataset_params,
         name="{dataset}",

@@ -1,0 +1,250 @@
+"""The workflow through real SLURM daemons (sbatch, sacct) with the shipped profile, and the profile's parts.
+
+The cluster tests need root and Debian's SLURM packages (.ci/slurm-deps.sh): outside CI they skip
+with the reason, in CI (CI=1) they fail. Every snakemake call runs under `timeout -k`, so a
+polling fault fails a test instead of hanging CI; the cluster is stopped by pid whatever happens.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, TINY, write_config
+from slurm_cluster import HERE, SHIPPED_PROFILE, start_cluster, skip_or_fail_if_unavailable, write_test_profile
+from stagewise import resources
+from stagewise.cli import main as stagewise_main
+
+TIMEOUT = 300  # seconds for one snakemake call through SLURM (the e2e run takes ~1.5 min)
+GPU_RULES = {"pretrain", "finetune", "train_scratch", "evaluate"}
+# One experiment of two stages and the scratch baseline: 9 SLURM jobs in the e2e run.
+CONFIG = {
+    **copy.deepcopy(TINY),
+    "experiments": {"gradual": copy.deepcopy(TINY["experiments"]["gradual"])},
+    "evaluation": {"baselines": ["scratch"]},
+}
+# The test cluster's settings as command-line options (what a user would pass to a shipped profile).
+OVERRIDES = [a for k, v in yaml.safe_load((HERE / "profile-overrides.yaml").read_text()).items() for a in (f"--{k}", str(v))]
+
+
+def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True, timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
+    """Run a command under `timeout -k 10` (SIGTERM leaves snakemake waiting for its SLURM jobs)."""
+    env = {**os.environ, "PYTHONHASHSEED": "0", **(env or {})}
+    done = subprocess.run(["timeout", "-k", "10", str(timeout), *cmd], cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode not in (124, 137), f"timed out after {timeout} s: {cmd}\n{done.stderr[-4000:]}"
+    if check:
+        assert done.returncode == 0, f"failed ({done.returncode}): {cmd}\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+    return done
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """snakemake on the repo's Snakefile with workdir/config.yaml, run from the repository."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), *args]
+    return run(cmd, REPO, env, check)
+
+
+def sacct(after: int = 0) -> list[dict]:
+    """Allocations (not steps) with a job id above `after`, as dicts."""
+    fields = ["JobID", "JobName", "Comment", "Partition", "State", "AllocTRES"]
+    out = run(["sacct", "-a", "-X", "-n", "-P", "-S", "2000-01-01", "-o", ",".join(fields)], REPO).stdout
+    jobs = [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line]
+    return [j for j in jobs if int(j["JobID"]) > after]
+
+
+def last_job_id() -> int:
+    return max((int(j["JobID"]) for j in sacct()), default=0)
+
+
+def rules_of(jobs: list[dict]) -> list[str]:
+    return sorted(j["Comment"].removeprefix("rule_") for j in jobs)
+
+
+def metrics(workdir: Path) -> list[dict]:
+    with open(workdir / "results" / "metrics.tsv") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    skip_or_fail_if_unavailable()
+    folder = tmp_path_factory.mktemp("slurm_cluster")
+    cluster = start_cluster(folder)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def e2e(cluster, tmp_path_factory):
+    """The tiny example through SLURM with the generated test profile; prepare_data submitted too."""
+    workdir = tmp_path_factory.mktemp("slurm_e2e")
+    write_config(workdir, CONFIG)
+    profile = write_test_profile(workdir / "profile", cluster)
+    before = last_job_id()
+    t0 = time.monotonic()
+    done = snakemake(workdir, "--profile", str(profile), env={resources.LOCAL_PREPARE_ENV: "0"})
+    seconds = time.monotonic() - t0
+    print(f"\nSLURM e2e run: {seconds:.1f} s")
+    return {"workdir": workdir, "jobs": sacct(before), "log": done.stdout + done.stderr, "seconds": seconds}
+
+
+def test_tiny_example_through_slurm(e2e):
+    jobs = e2e["jobs"]
+    assert rules_of(jobs) == ["evaluate"] * 3 + ["finetune"] * 2 + ["prepare_data"] * 2 + ["pretrain", "train_scratch"]
+    for job in jobs:
+        rule = job["Comment"].removeprefix("rule_")
+        assert job["State"] == "COMPLETED", job
+        if rule in GPU_RULES:
+            assert job["Partition"] == "gpu" and "gres/gpu=1" in job["AllocTRES"], job
+        else:
+            assert job["Partition"] == "cpu" and "gres/gpu" not in job["AllocTRES"], job
+    assert len({j["JobName"] for j in jobs}) == 1  # one run
+    workdir = e2e["workdir"]
+    assert [m["stage"] for m in metrics(workdir)] and (workdir / "results" / "report.html").stat().st_size > 0
+    assert (workdir / "results" / "compatibility.json").exists()  # check_compatibility and report: local
+
+
+def test_compatibility_failure_submits_no_job(e2e, tmp_path):
+    ckpt = torch.load(e2e["workdir"] / "results" / "pretrain" / "model.pt", weights_only=True)
+    names = ckpt["stagewise"]["feature_names"]
+    ckpt["stagewise"]["feature_names"] = names[1:] + names[:1]  # same features, another order
+    torch.save(ckpt, tmp_path / "shuffled.pt")
+    config = copy.deepcopy(CONFIG)
+    config["pretrained"] = {"checkpoint": str(tmp_path / "shuffled.pt"), "features": "strict", "head": {"module": "head"}}
+    write_config(tmp_path, config)
+    before = last_job_id()
+    done = run([sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--directory", str(tmp_path),
+                "--configfile", str(tmp_path / "config.yaml"), *OVERRIDES], REPO, check=False)
+    assert done.returncode != 0
+    assert "features differ from the checkpoint's" in done.stdout + done.stderr
+    assert "check_compatibility" in done.stdout + done.stderr
+    assert sacct(before) == []  # prepare_data ran locally: nothing was queued
+
+
+@pytest.fixture(scope="session")
+def long_stage(e2e, tmp_path_factory):
+    """A config whose second stage trains long enough to be cancelled, and its local run."""
+    config = copy.deepcopy(CONFIG)
+    config["pretrained"] = {"checkpoint": str(e2e["workdir"] / "results" / "pretrain" / "model.pt"), "head": {"module": "head"}}
+    config["data"]["target"]["train_per_class"] = None
+    config["experiments"]["gradual"]["stages"][1]["epochs"] = 300
+    config["evaluation"] = {"baselines": []}
+    local = tmp_path_factory.mktemp("slurm_local")
+    write_config(local, config)
+    t0 = time.monotonic()
+    snakemake(local, "--cores", "2")
+    print(f"\nlocal run of the long-stage config: {time.monotonic() - t0:.1f} s")
+    return config, local
+
+
+def wait_for(condition, what: str, timeout: float = 120):
+    end = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.5)
+    return result
+
+
+def test_cancelled_stage_fails_clearly_and_rerun_matches_local(long_stage, tmp_path):
+    config, local = long_stage
+    write_config(tmp_path, config)
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--directory", str(tmp_path),
+           "--configfile", str(tmp_path / "config.yaml"), *OVERRIDES]
+    before = last_job_id()
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.Popen(["timeout", "-k", "10", str(TIMEOUT), *cmd], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        log = tmp_path / "logs" / "finetune" / "gradual" / "2_all.log"
+        job = wait_for(lambda: next((j for j in sacct(before) if j["State"] == "RUNNING" and log.exists()), None),
+                       "the second stage's job to start training")
+        time.sleep(1)
+        run(["scancel", job["JobID"]], REPO)
+        out, _ = proc.communicate(timeout=TIMEOUT + 20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode not in (0, 124, 137), out[-3000:]
+    assert f"SLURM-job '{job['JobID']}' failed, SLURM status is: 'CANCELLED'" in out, out[-3000:]
+    assert "Error in rule finetune" in out
+    assert not (tmp_path / "results" / "gradual" / "stages" / "2_all" / "model_best.pt").exists()
+    assert [j["State"] for j in sacct(before) if j["JobID"] == job["JobID"]] == ["CANCELLED"]
+
+    before = last_job_id()
+    run([*cmd, "--rerun-incomplete"], REPO)
+    assert rules_of(sacct(before)) == ["evaluate", "evaluate", "finetune"]  # stage 1 was kept
+    assert metrics(tmp_path) == metrics(local)
+    best = "results/gradual/stages/2_all/model_best.pt"
+    ours, theirs = (torch.load(w / best, weights_only=True)["state_dict"] for w in (tmp_path, local))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs) and ours.keys() == theirs.keys()
+
+
+def test_config_edit_reruns_only_affected_jobs_with_installed_profile(e2e, tmp_path):
+    workdir = e2e["workdir"]
+    home = tmp_path / "home"
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+    run([sys.executable, "-m", "stagewise.cli", "profile", "install", "slurm"], workdir, env)
+    assert (home / ".config" / "snakemake" / "slurm" / "config.yaml").read_text() == SHIPPED_PROFILE.read_text()
+
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["experiments"]["gradual"]["stages"][1]["optimizer"] = {"lr": 5.0e-4}
+    write_config(workdir, config)
+    stages = workdir / "results" / "gradual" / "stages"
+    untouched = {p: p.stat().st_mtime_ns for p in [stages / "1_head" / "model_best.pt", workdir / "results" / "baselines" / "scratch" / "model_best.pt"]}
+    before = last_job_id()
+    # what a user types in a project folder, with the installed profile
+    run([sys.executable, "-m", "stagewise.cli", "run", "--config", "config.yaml", "--profile", "slurm", *OVERRIDES], workdir, env)
+    assert rules_of(sacct(before)) == ["evaluate", "finetune"]
+    assert (stages / "2_all" / "model_best.pt").stat().st_mtime_ns > max(untouched.values())
+    assert {p: p.stat().st_mtime_ns for p in untouched} == untouched
+
+
+# --- the profile's parts, without a cluster --------------------------------------------------
+
+
+def test_profile_install_copies_the_shipped_profile_and_refuses_to_overwrite(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert stagewise_main(["profile", "install", "slurm"]) == 0
+    installed = tmp_path / ".config" / "snakemake" / "slurm" / "config.yaml"
+    assert installed.read_text() == SHIPPED_PROFILE.read_text()
+    assert "snakemake --profile slurm" in capsys.readouterr().out
+    assert stagewise_main(["profile", "install", "slurm"]) == 1
+    assert "--force" in capsys.readouterr().err
+    assert stagewise_main(["profile", "install", "slurm", "--force"]) == 0
+    assert stagewise_main(["profile", "install", "nosuch"]) == 1
+    assert "shipped: ['default', 'slurm']" in capsys.readouterr().err
+
+
+def test_shipped_profiles_avoid_the_known_traps():
+    slurm = yaml.safe_load(SHIPPED_PROFILE.read_text())
+    default = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
+    assert slurm["executor"] == "slurm" and slurm["jobs"] >= 1
+    assert "cpus_per_task" not in slurm["default-resources"]  # it would replace the rules' threads
+    assert all(slurm["set-resources"][r]["gpu"] == 1 for r in GPU_RULES)
+    assert not {"executor", "default-resources", "set-resources"} & set(default)  # it would win over --profile
+
+
+def test_resources_follow_data_size_and_epochs(tmp_path):
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"bytes": 2 * 1024**3}))
+    assert resources.train_mem_mb(str(summary)) == 9500  # 3000 + 3 * 2048, rounded up to 500
+    assert resources.train_runtime(str(summary), 10) == 10 + 10 * 11
+    assert resources.evaluate_runtime(str(summary)) == 20
+    assert [resources.threads(n * resources.MB) for n in (0, 255, 256, 4096)] == [1, 1, 2, 4]
+    assert resources.raw_bytes({"target": {"train": "sklearn:digits", "test": None}}) == 0
+    raw = tmp_path / "raw.csv"
+    raw.write_bytes(b"x" * 3000)
+    assert resources.raw_bytes({"target": {"train": str(raw), "test": str(raw)}}) == 6000
+    assert resources.local_prepare(6000) and not resources.local_prepare(2 * 1024 * resources.MB)
