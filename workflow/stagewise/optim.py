@@ -22,6 +22,7 @@ SCHEDULERS = {
     "OneCycleLR": torch.optim.lr_scheduler.OneCycleLR,
 }
 INTERVAL = {"MultiStepLR": "epoch", "CosineAnnealingWarmRestarts": "epoch", "OneCycleLR": "batch"}
+DEFAULT_LR = 1.0e-4  # the schema's; a stage that names another optimizer starts afresh from it
 OWN_KEYS = ("name", "interval", "warmup_epochs")  # read by stagewise, not passed to torch
 
 
@@ -66,7 +67,7 @@ def param_groups(model: nn.Module, names: set[str], lr: float, scales: dict[str,
 def build_optimizer(model: nn.Module, names: set[str], training: dict, where: str) -> torch.optim.Optimizer:
     """The stage's optimizer over the `names` parameters only, with discriminative lrs."""
     spec = training["optimizer"]
-    kwargs = {k: v for k, v in spec.items() if k != "name"}
+    kwargs = {"lr": DEFAULT_LR} | {k: v for k, v in spec.items() if k != "name"}
     scales = lr_scales(model, names, training.get("lr_groups") or {}, training.get("layer_decay"), where)
     groups = param_groups(model, names, kwargs["lr"], scales)
     return construct(OPTIMIZERS[spec["name"]], (groups,), kwargs, f"{where}.optimizer")
