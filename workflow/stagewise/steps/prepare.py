@@ -157,14 +157,14 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
         if train.labels is None:
             label_names = train.label_names
         else:
-            label_names = sorted(set(selected["train"][1]), key=_natural)
+            label_names = sorted(map(str, set(selected["train"][1])), key=_natural)
             if "test" in sources:
                 unknown = sorted(set(selected["test"][1]) - set(label_names))
                 if unknown:
                     raise StagewiseError(f"data.{name}: test labels {unknown[:5]} never occur in {spec['train']}; "
                                          "drop them with data.*.classes or add training samples")
         codes = {k: None if s.labels is None else _full_codes(s.n, *selected[k], label_names) for k, s in sources.items()}
-        categories = {c: sorted({v for s in sources.values() for v in s.covariates[c]}, key=_natural) for c in spec["covariates"]}
+        categories = {c: sorted({str(v) for s in sources.values() for v in s.covariates[c]}, key=_natural) for c in spec["covariates"]}
         covariates = {k: {c: _codes(v, categories[c]) for c, v in s.covariates.items()} for k, s in sources.items()}
         assign = _assign(sources, selected, codes, spec, label_names, wheres["train"])
         layout = hdf5.Layout(train.feature_names, label_names, tuple(train.feature_shape),
@@ -179,7 +179,7 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
             rows = _Rows(spec["missing"], wheres[k])
             _write(source, assign[k], codes[k], covariates[k], writers, counts, rows)
             rows.check()
-        empty = [label_names[c] for c in np.flatnonzero(counts["train"] == 0)] if train.labels is not None else []
+        empty = [label_names[c] for c in np.flatnonzero(counts["train"] == 0)]
         if empty:
             raise StagewiseError(f"{wheres['train']}: labels {empty[:5]} have no samples in the training split; "
                                  "lower data.*.val_fraction / test_fraction or add samples")
