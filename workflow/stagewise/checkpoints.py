@@ -54,7 +54,7 @@ def load(path: str | Path) -> Checkpoint:
         raise StagewiseError(f"{path}: checkpoint file not found (pretrained.checkpoint); check the path")
     with open(path, "rb") as handle:
         head = handle.read(16)
-    if _is_safetensors(head, path.stat().st_size):
+    if _is_safetensors(head):
         return _load_safetensors(path)
     for magic, what in _OTHER_FORMATS.items():
         if head.startswith(magic):
@@ -66,8 +66,9 @@ def load(path: str | Path) -> Checkpoint:
     return _unwrap(_torch_load(path, mmap=zipfile.is_zipfile(path)), path)
 
 
-def _is_safetensors(head: bytes, size: int) -> bool:
-    return len(head) >= 9 and 0 < int.from_bytes(head[:8], "little") <= size - 8 and head[8:9] == b"{"
+def _is_safetensors(head: bytes) -> bool:
+    """An 8-byte little-endian header length (safetensors caps it at 100 MB), then the JSON header."""
+    return len(head) >= 9 and 0 < int.from_bytes(head[:8], "little") <= 100_000_000 and head[8:9] == b"{"
 
 
 def _torch_load(path: Path, mmap: bool) -> object:
