@@ -1,0 +1,106 @@
+"""io.batches: streamed batches equal in-memory batches, cover every sample once, and keep memory flat."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from stagewise.errors import StagewiseError
+from stagewise.io import hdf5
+from stagewise.io.batches import Batches
+
+
+def _split(n: int, features: int = 16, seed: int = 0) -> hdf5.Split:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, features)).astype(np.float32)
+    X[:, 0] = np.arange(n)  # the row number, to follow samples through the shuffle
+    return hdf5.Split(X, rng.integers(0, 3, n), [f"f{i}" for i in range(features)], ["a", "b", "c"],
+                      [f"s{i}" for i in range(n)], {"batch": rng.integers(0, 2, n)}, {"batch": ["p1", "p2"]})
+
+
+def _write(tmp_path, n: int, **kw) -> str:
+    path = str(tmp_path / f"split{n}.h5")
+    hdf5.write(path, _split(n, **kw), "train", "test")
+    return path
+
+
+def _rows(batches: Batches, epoch: int) -> np.ndarray:
+    return np.concatenate([x[:, 0].numpy() for x, _, _ in batches.epoch(epoch)]).astype(int)
+
+
+def test_streaming_equals_in_memory_and_covers_every_sample(tmp_path, monkeypatch):
+    monkeypatch.setattr(hdf5, "CHUNK_BYTES", 16 * 4 * 50)  # 50-row blocks: many blocks, several windows
+    path = _write(tmp_path, 2000)
+    streamed = Batches(path, 32, shuffle=True, seed=7, in_memory="false", window=4)
+    loaded = Batches(path, 32, shuffle=True, seed=7, in_memory="true", window=4)
+    assert streamed.block == 50 and not streamed.in_memory and loaded.in_memory
+    for epoch in (1, 2):
+        a, b = list(streamed.epoch(epoch)), list(loaded.epoch(epoch))
+        assert len(a) == len(streamed) == 63
+        assert all(len(y) == 32 for _, _, y in a[:-1]) and len(a[-1][2]) == 2000 - 62 * 32
+        for (xa, _, ya), (xb, _, yb) in zip(a, b):
+            assert (xa == xb).all() and (ya == yb).all()
+        order = _rows(streamed, epoch)
+        assert sorted(order) == list(range(2000))
+        assert (order != np.arange(2000)).mean() > 0.9  # shuffled across blocks, not only within
+    assert (_rows(streamed, 1) != _rows(streamed, 2)).any()
+    assert (_rows(Batches(path, 32, shuffle=True, seed=7, window=4), 1) == _rows(streamed, 1)).all()  # seeded
+
+
+def test_unshuffled_batches_keep_file_order_and_labels(tmp_path):
+    path = _write(tmp_path, 300)
+    split = hdf5.read(path)
+    batches = list(Batches(path, 64, in_memory="false").epoch(1))
+    np.testing.assert_array_equal(np.concatenate([y.numpy() for _, _, y in batches]), split.y)
+    np.testing.assert_array_equal(np.concatenate([x.numpy() for x, _, _ in batches]), split.X)
+
+
+def test_sparse_split_is_densified_per_batch(tmp_path):
+    X = sp.random(120, 30, density=0.2, format="csr", dtype=np.float32, random_state=0)
+    layout = hdf5.Layout([f"g{i}" for i in range(30)], ["a", "b"], (30,), sparse=True)
+    path = tmp_path / "sparse.h5"
+    with hdf5.Writer(path, layout, {"split": "train", "source_sha256": "x"}) as out:
+        for start in range(0, 120, 50):
+            out.append(X[start:start + 50], np.arange(start, min(start + 50, 120)) % 2, [str(i) for i in range(start, min(start + 50, 120))])
+    dense = np.concatenate([x.numpy() for x, _, _ in Batches(str(path), 16, in_memory="false").epoch(1)])
+    np.testing.assert_array_equal(dense, X.toarray())
+    np.testing.assert_array_equal(hdf5.read(path).X, X.toarray())
+
+
+def test_feature_order_and_covariates_follow_the_model(tmp_path):
+    path = _write(tmp_path, 100, features=3)
+    split = hdf5.read(path)
+    batches = Batches(path, 100, feature_names=["f2", "f0", "f1"], categories={"batch": ["p2", "p0", "p1"]})
+    x, c, _ = next(batches.epoch(1))
+    np.testing.assert_array_equal(x.numpy(), split.X[:, [2, 0, 1]])
+    expected = np.where(split.covariates["batch"] == 0, 2, 0)  # p1 -> column 2, p2 -> column 0
+    np.testing.assert_array_equal(c.numpy().argmax(1), expected)
+    with pytest.raises(StagewiseError, match="'p1'"):
+        next(Batches(path, 100, categories={"batch": ["p2"]}).epoch(1))
+
+
+def test_auto_reads_the_prepared_choice_and_size(tmp_path, monkeypatch):
+    path = _write(tmp_path, 100)
+    assert Batches(path, 10).in_memory  # auto, small
+    monkeypatch.setattr("stagewise.io.batches.AUTO_BYTES", 10)
+    assert not Batches(path, 10).in_memory
+
+
+def _peak_bytes(path: str) -> int:
+    batches = Batches(path, 64, shuffle=True, in_memory="false", window=2)
+    tracemalloc.start()
+    for _ in batches.epoch(1):
+        pass
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_streaming_memory_stays_flat_as_data_grows(tmp_path, monkeypatch):
+    monkeypatch.setattr(hdf5, "CHUNK_BYTES", 64 * 4 * 256)  # 256-row blocks of 64 features
+    small, large = _write(tmp_path, 4000, features=64), _write(tmp_path, 32000, features=64)
+    assert _peak_bytes(large) < 1.3 * _peak_bytes(small)  # 8x the data, flat memory
+    assert _peak_bytes(large) < 32000 * 64 * 4 / 4  # far below the file's features

@@ -1,0 +1,121 @@
+"""Mini-batches of a prepared split as whole tensors, streamed in HDF5-chunk blocks or served from RAM.
+
+Shuffling is by block: each epoch visits the blocks (HDF5 chunks along the sample axis) in a seeded
+random order, reads `window` of them at a time and shuffles the rows within that window. Memory is
+one window, whatever the size of the file. With the split in RAM the same blocks, windows and
+permutations are used, so both modes give the same batches.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..errors import StagewiseError
+from . import hdf5
+
+AUTO_BYTES = 1 << 30  # in_memory: auto loads a split whose dense features take at most this much
+WINDOW = 16  # blocks read and shuffled together
+
+
+def one_hot(codes: dict[str, np.ndarray], own: dict[str, list[str]], categories: dict[str, list[str]], where: str) -> np.ndarray:
+    """Concatenated one-hot covariates in the model's `categories` order, from the file's codes and names."""
+    parts = []
+    for covariate, known in categories.items():
+        if covariate not in codes:
+            raise StagewiseError(f"{where}: the model takes covariate {covariate!r} but the data has {sorted(codes)}; add it to data.*.covariates")
+        position = {c: i for i, c in enumerate(known)}
+        lookup = np.array([position.get(c, -1) for c in own[covariate]], dtype=np.int64)[codes[covariate]]
+        if (lookup < 0).any():
+            unknown = sorted({own[covariate][c] for c in codes[covariate][lookup < 0]})
+            raise StagewiseError(f"{where}: covariate {covariate!r} has categories {unknown} unknown to the model {known}; "
+                                 "add them with pretrained.new_categories")
+        parts.append(np.eye(len(known), dtype=np.float32)[lookup])
+    return np.concatenate(parts, axis=1)
+
+
+class Batches:
+    """Batches `(x, one-hot covariates or None, y)` of one prepared split file."""
+
+    def __init__(self, path: str, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                 feature_names: list[str] | None = None, categories: dict[str, list[str]] | None = None,
+                 in_memory: str | None = None, window: int = WINDOW) -> None:
+        self.path, self.batch_size, self.shuffle, self.seed, self.window = str(path), batch_size, shuffle, seed, window
+        self._h5 = hdf5.open_split(path)
+        self.layout, self.n = hdf5.layout(self._h5), hdf5.n_samples(self._h5)
+        X = self._h5["X"]
+        self.block = X.chunks[0] if hasattr(X, "chunks") and X.chunks else hdf5.chunk_rows(self.layout.feature_shape)
+        self.categories = categories or {}
+        self.columns = self._columns(feature_names)
+        mode = str(in_memory or self._h5.attrs.get("in_memory", "auto"))
+        self.in_memory = mode == "true" or (mode == "auto" and self.nbytes <= AUTO_BYTES)
+        self._ram = hdf5.read_rows(self._h5, 0, self.n) if self.in_memory else None
+        self.y = self._h5["y"][()]  # labels: small next to the features; loss weights and metrics need them all
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the split's features as dense float32."""
+        return self.n * 4 * int(np.prod(self.layout.feature_shape))
+
+    def _columns(self, feature_names: list[str] | None) -> np.ndarray | None:
+        if feature_names is None or feature_names == self.layout.feature_names:
+            return None
+        position = {name: i for i, name in enumerate(self.layout.feature_names)}
+        missing = [f for f in feature_names if f not in position]
+        if missing or len(self.layout.feature_shape) != 1:
+            raise StagewiseError(f"{self.path}: cannot order its features as the model's; missing {missing[:5]}")
+        return np.array([position[f] for f in feature_names])
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def _rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        if self._ram is None:
+            return hdf5.read_rows(self._h5, start, stop)
+        X, y, covariates = self._ram
+        return X[start:stop], y[start:stop], {k: v[start:stop] for k, v in covariates.items()}
+
+    def _windows(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
+        """Windows of rows: blocks in seeded random order, rows shuffled within each window."""
+        rng = np.random.default_rng([self.seed, epoch])
+        starts = np.arange(0, self.n, self.block)
+        if self.shuffle:
+            starts = rng.permutation(starts)
+        for w in range(0, len(starts), self.window):
+            parts = [self._rows(s, min(s + self.block, self.n)) for s in np.sort(starts[w:w + self.window])]
+            X, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            covariates = {k: np.concatenate([p[2][k] for p in parts]) for k in parts[0][2]}
+            if self.shuffle:
+                order = rng.permutation(len(y))
+                X, y, covariates = X[order], y[order], {k: v[order] for k, v in covariates.items()}
+            yield X, y, covariates
+
+    def epoch(self, epoch: int, device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
+        """The batches of one epoch (its shuffle seeded by `seed` and `epoch`), moved to `device`."""
+        carry = None
+        for X, y, covariates in self._windows(epoch):
+            if carry is not None:
+                X, y = np.concatenate([carry[0], X]), np.concatenate([carry[1], y])
+                covariates = {k: np.concatenate([carry[2][k], v]) for k, v in covariates.items()}
+            full = len(y) - len(y) % self.batch_size
+            for start in range(0, full, self.batch_size):
+                yield self._tensors(X[start:start + self.batch_size], y[start:start + self.batch_size],
+                                    {k: v[start:start + self.batch_size] for k, v in covariates.items()}, device)
+            carry = X[full:], y[full:], {k: v[full:] for k, v in covariates.items()}
+        if carry is not None and len(carry[1]):
+            yield self._tensors(*carry, device)
+
+    def _tensors(self, X: np.ndarray, y: np.ndarray, covariates: dict, device) -> tuple:
+        if self.columns is not None:
+            X = X[:, self.columns]
+        c = torch.from_numpy(one_hot(covariates, self.layout.categories, self.categories, self.path)) if self.categories else None
+        return (torch.from_numpy(np.ascontiguousarray(X)).to(device, non_blocking=True),
+                None if c is None else c.to(device, non_blocking=True),
+                torch.from_numpy(np.ascontiguousarray(y)).to(device, non_blocking=True))
+
+    def close(self) -> None:
+        """Close the file."""
+        self._h5.close()
