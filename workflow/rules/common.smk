@@ -74,7 +74,12 @@ def get_eval_model(wildcards):
 def get_evaluated_models():
     """Every model the report compares: each stage of each experiment, then the baselines."""
     models = [
-        {"experiment": name, "stage": folder, "dir": f"results/{name}/stages/{folder}"}
+        {
+            "experiment": name,
+            "stage": folder,
+            "dir": f"results/{name}/stages/{folder}",
+            "kind": "stage",
+        }
         for name in config["experiments"]
         for folder in sw_config.stage_dirs(config, name)
     ]
@@ -85,17 +90,44 @@ def get_evaluated_models():
                 "experiment": "scratch",
                 "stage": "scratch",
                 "dir": "results/baselines/scratch",
+                "kind": "baseline",
             }
         )
     if "pretrained" in baselines and config["pretrained"]["head"] is None:
         models.append(
-            {"experiment": "pretrained", "stage": "start", "dir": "results/start"}
+            {
+                "experiment": "pretrained",
+                "stage": "start",
+                "dir": "results/start",
+                "kind": "baseline",
+            }
         )
     return models
 
 
 def get_report_metrics():
     return [f"{m['dir']}/test_metrics.json" for m in get_evaluated_models()]
+
+
+def get_report_predictions():
+    return [f"{m['dir']}/test_predictions.h5" for m in get_evaluated_models()]
+
+
+def get_report_benchmarks():
+    """The benchmark file of every job before the report (its time and memory table)."""
+    pretrain = config["pretrained"]["checkpoint"] is None
+    jobs = ["prepare_data/target", "check_compatibility/check_compatibility"]
+    jobs += ["prepare_data/source", "pretrain/pretrain"] if pretrain else []
+    jobs += [
+        f"finetune/{name}/{folder}"
+        for name in config["experiments"]
+        for folder in sw_config.stage_dirs(config, name)
+    ]
+    models = get_evaluated_models()
+    if any(m["dir"] == "results/baselines/scratch" for m in models):
+        jobs.append("train_scratch/scratch")
+    jobs += [f"evaluate/{m['dir'].removeprefix('results/')}" for m in models]
+    return [f"benchmarks/{job}.tsv" for job in jobs]
 
 
 def get_report_histories():

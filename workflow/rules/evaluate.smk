@@ -5,7 +5,12 @@ rule evaluate:
         reference="results/data/target/train.h5",
         summary="results/data/target/summary.json",
     output:
-        metrics="results/{model}/test_metrics.json",
+        metrics=report(
+            "results/{model}/test_metrics.json",
+            caption="../report/test_metrics.rst",
+            category="Models",
+            labels={"model": "{model}"},
+        ),
         predictions="results/{model}/test_predictions.h5",
     log:
         "logs/evaluate/{model}.log",

@@ -1,11 +1,30 @@
 rule report:
     input:
         metrics=get_report_metrics(),
+        predictions=get_report_predictions(),
         histories=get_report_histories(),
         compatibility="results/compatibility.json",
+        benchmarks=get_report_benchmarks(),
     output:
-        html="results/report.html",
-        metrics="results/metrics.tsv",
+        html=report(
+            "results/report.html",
+            caption="../report/report_html.rst",
+            category="Report",
+            labels={"file": "report.html"},
+        ),
+        metrics=report(
+            "results/metrics.tsv",
+            caption="../report/metrics_tsv.rst",
+            category="Metrics",
+            labels={"table": "every model"},
+        ),
+        figures=report(
+            directory("results/figures"),
+            patterns=["{figure}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+            labels={"figure": "{figure}"},
+        ),
     log:
         "logs/report/report.log",
     benchmark:
@@ -16,6 +35,7 @@ rule report:
     params:
         title=config["report"]["title"],
         models=get_evaluated_models(),
+        evaluation=config["evaluation"],
         version=VERSION,
     script:
         "../scripts/report.py"
