@@ -104,3 +104,28 @@ def test_streaming_memory_stays_flat_as_data_grows(tmp_path, monkeypatch):
     small, large = _write(tmp_path, 4000, features=64), _write(tmp_path, 32000, features=64)
     assert _peak_bytes(large) < 1.3 * _peak_bytes(small)  # 8x the data, flat memory
     assert _peak_bytes(large) < 32000 * 64 * 4 / 4  # far below the file's features
+
+
+def test_training_from_a_streamed_file_learns_and_matches_in_memory(tmp_path, monkeypatch):
+    """training.fit takes Batches as `train`: streamed and RAM give the same history, and the model learns."""
+    from test_freezing import settings
+
+    from stagewise import freezing, training
+    from stagewise.models import build
+
+    monkeypatch.setattr(hdf5, "CHUNK_BYTES", 16 * 4 * 64)
+    split = _split(600)
+    split.X[:, 0] = 0.0
+    split.y = (split.X[:, 1] > 0).astype(np.int64)
+    path = str(tmp_path / "train.h5")
+    hdf5.write(path, split, "train", "test")
+    histories = []
+    for mode in ("false", "true"):
+        training.seed_everything(0)
+        model = build("mlp", {"in_features": 16, "out_features": 3, "hidden": [16]})
+        cfg = settings(epochs=2, batch_size=32, optimizer={"lr": 0.02})
+        result = training.fit(model, Batches(path, 32, shuffle=True, seed=0, in_memory=mode), split, cfg,
+                              freezing.Selection(names={n for n, _ in model.named_parameters()}), "stage")
+        histories.append([(r["train_loss"], r["val_loss"]) for r in result.history])
+    assert histories[0] == histories[1]
+    assert result.history[-1]["val_accuracy"] > 0.9

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from . import freezing, losses, metrics, optim
 from .errors import StagewiseError
+from .io.batches import Batches
 from .io.hdf5 import Split
 
 RESIDENT_BYTES = 2 << 30  # a training set smaller than this is moved to the GPU once, not per batch
@@ -123,14 +124,15 @@ def _val_row(model: nn.Module, val: Split, xv: tuple, loss_fn: losses.Loss, trai
     return row
 
 
-def fit(model: nn.Module, train: Split, val: Split, training: dict, selection: freezing.Selection, where: str,
+def fit(model: nn.Module, train: Split | Batches, val: Split, training: dict, selection: freezing.Selection, where: str,
         categories: dict | None = None, tensorboard: Path | None = None) -> Result:
     """Train the selected parameters of `model`; keep the best state by the monitored metric."""
     seed_everything(training["seed"])
     device = pick_device(training["device"])
     model.to(device)
     freezing.set_trainable(model, selection.names)
-    data = tuple(_resident(t, device) for t in (torch.from_numpy(train.X), covariate_inputs(train, categories), torch.from_numpy(train.y)))
+    streamed = isinstance(train, Batches)  # a prepared file read block by block (io.batches), else a Split in RAM
+    data = None if streamed else tuple(_resident(t, device) for t in (torch.from_numpy(train.X), covariate_inputs(train, categories), torch.from_numpy(train.y)))
     xv = (torch.from_numpy(val.X), covariate_inputs(val, categories), torch.from_numpy(val.y))
     n, batch_size, epochs = len(train.y), training["batch_size"], training["epochs"]
     n_batches = math.ceil(n / batch_size)
@@ -160,7 +162,7 @@ def fit(model: nn.Module, train: Split, val: Split, training: dict, selection: f
         freezing.set_train_mode(model)
         batch_losses = torch.empty(n_batches, device=device)
         order = torch.randperm(n, generator=generator)
-        for b, (xb, cb, yb) in enumerate(_batches(data, order, batch_size, device)):
+        for b, (xb, cb, yb) in enumerate(train.epoch(epoch, device) if streamed else _batches(data, order, batch_size, device)):
             with _autocast(training["precision"], device):
                 loss = loss_fn(_forward(model, xb, cb).float(), yb)
             optimizer.zero_grad(set_to_none=True)

@@ -38,7 +38,7 @@ def one_hot(codes: dict[str, np.ndarray], own: dict[str, list[str]], categories:
 
 
 class Batches:
-    """Batches `(x, one-hot covariates or None, y)` of one prepared split file."""
+    """Batches `(x, one-hot covariates or None, y)` of one prepared split file; `training.fit` takes it as `train`."""
 
     def __init__(self, path: str, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                  feature_names: list[str] | None = None, categories: dict[str, list[str]] | None = None,
@@ -54,6 +54,7 @@ class Batches:
         self.in_memory = mode == "true" or (mode == "auto" and self.nbytes <= AUTO_BYTES)
         self._ram = hdf5.read_rows(self._h5, 0, self.n) if self.in_memory else None
         self.y = self._h5["y"][()]  # labels: small next to the features; loss weights and metrics need them all
+        self.label_names = self.layout.label_names
 
     @property
     def nbytes(self) -> int:
