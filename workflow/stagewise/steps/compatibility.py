@@ -225,6 +225,9 @@ def _transfer(checks: Checks, ckpt: checkpoints.Checkpoint, model: nn.Module, mo
                    f"new model shape {tuple(widened.get(key, target[key]))}", tensor=key)
     if moved.mismatched and ckpt.meta.get("params"):
         _culprits(checks, model_cfg["architecture"], ckpt.meta["params"], params, moved.mismatched)
+    elif moved.mismatched:
+        checks.add("params", "error", f"{len(moved.mismatched)} tensors differ in shape and the checkpoint records no model params: "
+                   "set model.params to the ones it was trained with")
     if moved.missing:
         checks.add("tensors", "error", f"{len(moved.missing)} tensors of the new model have no counterpart in the checkpoint: "
                    f"{_first(moved.missing, target)}; map their modules with pretrained.match {{checkpoint name: model name}} or "
