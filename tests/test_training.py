@@ -182,3 +182,14 @@ def test_tensorboard_writes_event_files(tmp_path):
 
     events = EventAccumulator(str(tmp_path / "tb")).Reload()
     assert [e.step for e in events.Scalars("val_loss")] == [1, 2]
+
+
+def test_stage_errors_name_experiment_stage_and_key():
+    from stagewise.steps.finetune import where
+
+    assert where("gradual/2_top") == "experiments.gradual.stages[1] (top)"
+    assert where("baselines/scratch") == "baselines/scratch" and where("pretrain") == "pretrained.training"
+    model = mlp()
+    selection = freezing.select(model, {}, [], {}, "s")
+    with pytest.raises(StagewiseError, match=r"experiments.gradual.stages\[1\] \(top\).optimizer.momentm: not an argument of AdamW"):
+        optim.build_optimizer(model, selection.names, settings(optimizer={"momentm": 0.9}), where("gradual/2_top"))
