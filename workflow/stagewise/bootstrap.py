@@ -7,6 +7,7 @@ Each function equals scikit-learn/scipy on the resampled arrays (tests/test_metr
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterator
 
 import numpy as np
@@ -134,7 +135,9 @@ def replicates(task: str, data: dict, resamples: int, seed: int, **options) -> d
     """Every headline metric of `task` on each of `resamples` seeded resamples of the test samples."""
     first = next(iter(data.values()))
     width = first[0].size if task == "sequence_labeling" else 1
-    chunks = [REPLICATES[task](data, W, **options) for W in weights(len(first), resamples, seed, width)]
+    with warnings.catch_warnings():  # a resample without some class leaves that class's curve undefined (nan)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        chunks = [REPLICATES[task](data, W, **options) for W in weights(len(first), resamples, seed, width)]
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
