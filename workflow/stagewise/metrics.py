@@ -25,7 +25,8 @@ def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
 
 
-def _family(name: str) -> str:
+def family(name: str) -> str:
+    """The `evaluation.metrics` name a score belongs to (`top_3` -> `top_k`, `auprc_donor` -> `auprc`)."""
     return "top_k" if name.startswith("top_") else "auprc" if name.startswith("auprc_") else name
 
 
@@ -36,7 +37,7 @@ def select(scores: dict, wanted: list[str] | None, task: str) -> dict:
     if unknown:
         raise StagewiseError(f"evaluation.metrics: {unknown} do not apply to task {task!r}; "
                              f"choose from {TASK_METRICS[task]} or set it to null")
-    return {name: value for name, value in scores.items() if _family(name) in names}
+    return {name: value for name, value in scores.items() if family(name) in names}
 
 
 def _onehot(y: np.ndarray, n: int) -> np.ndarray:

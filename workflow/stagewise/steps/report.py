@@ -64,7 +64,9 @@ def metrics_table(models: list[dict], paired: dict) -> pd.DataFrame:
     for model in models:
         result = model["result"]
         row = {"experiment": model["experiment"], "stage": model["stage"], "n_test": result["n_test"]}
-        for name, value in result["metrics"].items():
+        order = metrics.TASK_METRICS[result["task"]]
+        for name in sorted(result["metrics"], key=lambda n: order.index(metrics.family(n))):
+            value = result["metrics"][name]
             row[name] = value
             row[f"{name}_ci_low"], row[f"{name}_ci_high"] = result.get("ci", {}).get(name, [np.nan, np.nan])
         for name, gain in paired.get(f"{model['experiment']}/{model['stage']}", {}).items():
