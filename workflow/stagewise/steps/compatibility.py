@@ -12,6 +12,7 @@ from ..config import derive_seed
 from ..errors import StagewiseError
 from ..files import write_json, write_text
 from ..io import hdf5
+from ..models import tasks
 
 SHOWN = 5  # names listed per problem
 
@@ -153,7 +154,10 @@ def _initial(model: nn.Module, architecture: str, params: dict, modules: list[st
         sub = model.get_submodule(name)
         owners = [m for m in sub.modules() if any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False))]
         if all(hasattr(m, "reset_parameters") for m in owners):
-            sub.to_empty(device="cpu")
+            for m in owners:  # off the meta device (Module.to_empty would import sympy: ~1 s)
+                for key, tensor in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]:
+                    empty = torch.empty(tensor.shape, dtype=tensor.dtype)
+                    setattr(m, key, nn.Parameter(empty, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else empty)
             torch.manual_seed(derive_seed(seed, "start", name))
             for m in owners:
                 m.reset_parameters()
@@ -261,7 +265,8 @@ def check(checkpoint_path: str, train_path: str, model_cfg: dict, pretrained: di
     checks.add("format", "ok", f"{ckpt.origin}: {len(ckpt.state_dict)} tensors")
     features, padded = _features(checks, meta, pretrained, data.feature_names)
     _locked(checks, meta, model_cfg, pretrained["locked"], checkpoint_path)
-    out_features = _labels(checks, meta, pretrained["head"], data.label_names)
+    per_label = tasks.get(model_cfg["task"]).output_per_label  # counts: labels only annotate samples
+    out_features = _labels(checks, meta, pretrained["head"], data.label_names) if per_label else len(features)
     categories = _categories(checks, meta.get("categories") or {}, pretrained["new_categories"], data.categories, train_path)
     params = {**(meta.get("params") or {}), **model_cfg["params"], "in_features": len(features), "out_features": out_features}
     if categories:
