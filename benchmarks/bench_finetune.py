@@ -7,6 +7,8 @@ size, optimizer and initial weights, it times:
   dataloader  a hand-written loop over DataLoader(TensorDataset), per-sample collate (OpenSpliceAI's way)
   lightning   Lightning's Trainer on the same DataLoader (validation, logging, checkpoints off)
 Methods run interleaved, `--repeats` rounds; the table gives median training samples/s and ratios.
+Rates are per second of this process's CPU time (`time.process_time`, one torch thread): on a
+machine shared with other jobs, wall time mostly measures the neighbours.
 
     python benchmarks/bench_finetune.py [--epochs 3] [--repeats 5] [--threads 1]
 """
@@ -112,7 +114,7 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     print(f"torch {torch.__version__}, {args.threads} thread(s), batch {BATCH}, AdamW, {args.epochs} epochs, "
-          f"median of {args.repeats} interleaved rounds")
+          f"median of {args.repeats} interleaved rounds, samples per CPU second")
     print("| model | stagewise samples/s | compute-only | DataLoader | Lightning | stagewise / compute | / DataLoader | / Lightning |")
     print("|---|---|---|---|---|---|---|---|")
     for size, spec in SIZES.items():
@@ -123,9 +125,9 @@ def main() -> None:
         for _ in range(args.repeats):
             for name, method in METHODS.items():
                 model = copy.deepcopy(initial)
-                started = time.perf_counter()
+                started = time.process_time()
                 method(model, train, val, args.epochs)
-                rates[name].append(args.epochs * len(train.y) / (time.perf_counter() - started))
+                rates[name].append(args.epochs * len(train.y) / (time.process_time() - started))
         med = {name: statistics.median(values) for name, values in rates.items()}
         label = f"{size} ({spec['features']}→{'→'.join(map(str, spec['hidden']))}→{CLASSES}, {spec['samples']} samples)"
         print(f"| {label} | {med['stagewise']:,.0f} | {med['compute']:,.0f} | {med['dataloader']:,.0f} | {med['lightning']:,.0f} | "
