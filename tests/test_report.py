@@ -120,3 +120,10 @@ def test_compatibility_section_shows_keys_it_does_not_know():
     for text in ["ckpt.pt", "reordered 3", "g1, g2", "future key", "nested", "surgery", "new_lab"]:
         assert text in page, text
     assert "<script" not in page and html.escape("<x>") == "&lt;x&gt;"
+
+
+def test_metrics_table_without_bootstrap_shows_values_only():
+    table = pd.DataFrame([{"experiment": "a", "stage": "1_x", "n_test": 10, "accuracy": 0.5,
+                           "accuracy_ci_low": np.nan, "accuracy_ci_high": np.nan}])
+    page = html.metrics_table(table, "accuracy")
+    assert '<span class="v">0.5000</span></td>' in page and 'class="ci"' not in page.split("<tbody>")[1].split("</tbody>")[0]

@@ -49,6 +49,11 @@ def summary(best: dict | None, primary: str, paired: dict, evaluation: dict) -> 
     return f'<p class="lead">{text}.</p>'
 
 
+def _ci(row: pd.Series, name: str) -> str:
+    low, high = row.get(f"{name}_ci_low"), row.get(f"{name}_ci_high")
+    return "" if low is None or pd.isna(low) else f'<span class="ci">{_num(low, 3)}–{_num(high, 3)}</span>'
+
+
 def metrics_table(table: pd.DataFrame, primary: str) -> str:
     """Experiments × stages and baselines; each cell the value and its 95 % CI."""
     names = [c for c in table.columns if c not in ("experiment", "stage", "n_test") and not c.endswith(
@@ -56,10 +61,8 @@ def metrics_table(table: pd.DataFrame, primary: str) -> str:
     head = "".join(f"<th{' class=primary' if n == primary else ''}>{escape(n.replace('_', ' '))}</th>" for n in names)
     rows = []
     for _, row in table.iterrows():
-        cells = "".join(
-            f'<td data-metric="{escape(n)}"><span class="v">{_num(row[n])}</span>'
-            f'<span class="ci">{_num(row.get(f"{n}_ci_low"), 3)}–{_num(row.get(f"{n}_ci_high"), 3)}</span></td>'
-            for n in names)
+        cells = "".join(f'<td data-metric="{escape(n)}"><span class="v">{_num(row[n])}</span>{_ci(row, n)}</td>'
+                        for n in names)
         gain = row.get(f"{primary}_gain")
         gain_cell = "" if gain is None or pd.isna(gain) else (
             f'{gain:+.3f}<span class="ci">{row[f"{primary}_gain_ci_low"]:+.3f} to {row[f"{primary}_gain_ci_high"]:+.3f}</span>')

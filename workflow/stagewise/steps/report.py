@@ -97,6 +97,13 @@ def best_model(models: list[dict], primary: str) -> dict | None:
     return max(finals.values(), key=lambda m: sign * m["result"]["metrics"][primary], default=None)
 
 
+def _curve_metric(curves: dict, primary: str) -> str:
+    """The validation column the learning curves show: the primary metric's, else the first one recorded."""
+    columns = [c for stages in curves.values() for _, history in stages for c in history.columns]
+    recorded = [c for c in columns if c.startswith("val_") and c != "val_loss"]
+    return f"val_{primary}" if f"val_{primary}" in recorded else (recorded or ["val_loss"])[0]
+
+
 def run(inputs: dict, outputs: dict, params: dict) -> None:
     """Collect every evaluated model into metrics.tsv, the figures, and the self-contained report.html."""
     models = [_load(model) for model in params["models"]]
@@ -113,7 +120,7 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
     for model in models:
         if model["history"] is not None:
             curves.setdefault(model["experiment"], []).append((model["stage"], model["history"]))
-    figures = {"learning_curves": plots.learning_curves(curves, f"val_{primary}"),
+    figures = {"learning_curves": plots.learning_curves(curves, _curve_metric(curves, primary)),
                "comparison": plots.comparison(table, primary, scratch[primary].iloc[0] if len(scratch) else None)}
     if best is not None and "confusion" in best["result"]:
         figures["confusion_matrix"] = plots.confusion(best["result"]["confusion"]["matrix"],
