@@ -134,7 +134,7 @@ REPLICATES = {"classification": _classification, "regression": _regression,
 def replicates(task: str, data: dict, resamples: int, seed: int, **options) -> dict[str, np.ndarray]:
     """Every headline metric of `task` on each of `resamples` seeded resamples of the test samples."""
     first = next(iter(data.values()))
-    width = first[0].size if task == "sequence_labeling" else 1
+    width = data["labels"][0].size if task == "sequence_labeling" else 1  # positions a resampled sequence brings
     with warnings.catch_warnings():  # a resample without some class leaves that class's curve undefined (nan)
         warnings.simplefilter("ignore", RuntimeWarning)
         chunks = [REPLICATES[task](data, W, **options) for W in weights(len(first), resamples, seed, width)]
