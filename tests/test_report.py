@@ -127,3 +127,42 @@ def test_metrics_table_without_bootstrap_shows_values_only():
                            "accuracy_ci_low": np.nan, "accuracy_ci_high": np.nan}])
     page = html.metrics_table(table, "accuracy")
     assert '<span class="v">0.5000</span></td>' in page and 'class="ci"' not in page.split("<tbody>")[1].split("</tbody>")[0]
+
+
+def _regression_model(folder: Path, y: np.ndarray, pred: np.ndarray, with_history: bool) -> None:
+    from stagewise import bootstrap, metrics
+
+    folder.mkdir(parents=True)
+    scores = metrics.regression(y, pred)
+    reps = bootstrap.replicates("regression", {"labels": y, "predictions": pred}, 200, 0)
+    (folder / "test_metrics.json").write_text(json.dumps({
+        "task": "regression", "n_test": len(y), "label_names": [], "metrics": scores,
+        "ci": {k: bootstrap.interval(v) for k, v in reps.items()}, "model_sha256": "ab" * 32}))
+    with h5py.File(folder / "test_predictions.h5", "w") as h5:
+        h5["labels"], h5["predictions"] = y, pred
+        h5.create_dataset("sample_ids", data=[f"s{i}" for i in range(len(y))], dtype=h5py.string_dtype())
+    if with_history:
+        pd.DataFrame({"epoch": [1, 2], "lr": [1e-3, 1e-3], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.6],
+                      "val_mae": [0.9, 0.5]}).to_csv(folder / "history.tsv", sep="\t", index=False)
+
+
+def test_report_of_a_regression_run_compares_errors_the_right_way_round(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=150)
+    good, bad = tmp_path / "transfer", tmp_path / "scratch"
+    _regression_model(good, y, y + rng.normal(scale=0.2, size=150), True)
+    _regression_model(bad, y, y + rng.normal(scale=0.8, size=150), True)
+    (tmp_path / "compatibility.json").write_text(json.dumps({"checkpoint": "c.pt", "status": "ok", "checks": []}))
+    models = [{"experiment": "transfer", "stage": "1_all", "dir": str(good), "kind": "stage"},
+              {"experiment": "scratch", "stage": "scratch", "dir": str(bad), "kind": "baseline"}]
+    outputs = {"html": str(tmp_path / "report.html"), "metrics": str(tmp_path / "metrics.tsv"),
+               "figures": str(tmp_path / "figures")}
+    report.run({"compatibility": str(tmp_path / "compatibility.json"), "benchmarks": []}, outputs,
+               {"models": models, "title": "regression", "version": "0", "evaluation": {"bootstrap": 200, "seed": 0, "top_k": [1]}})
+    table = pd.read_csv(outputs["metrics"], sep="\t").set_index("experiment")
+    assert list(table.columns[2:5]) == ["mae", "mae_ci_low", "mae_ci_high"]  # the task's metric order
+    assert table.loc["transfer", "mae_gain"] < 0 and table.loc["transfer", "mae_p_no_gain"] < 0.01  # lower error: a gain
+    assert table.loc["transfer", "r2_gain"] > 0 and table.loc["transfer", "r2_p_no_gain"] < 0.01
+    page = Path(outputs["html"]).read_text()
+    assert "transfer helped" in page and "Per-class metrics apply to classification" in page
+    assert sorted(p.name for p in Path(outputs["figures"]).iterdir()) == ["comparison.png", "learning_curves.png"]
