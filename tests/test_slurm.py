@@ -66,8 +66,13 @@ def last_job_id() -> int:
     return max((int(j["JobID"]) for j in sacct()), default=0)
 
 
-def rules_of(jobs: list[dict]) -> list[str]:
+def comments(jobs: list[dict]) -> list[str]:
+    """The plugin's job comments, rule_<name>[_wildcards_<values>], without `rule_`."""
     return sorted(j["Comment"].removeprefix("rule_") for j in jobs)
+
+
+def rules_of(jobs: list[dict]) -> list[str]:
+    return sorted(c.split("_wildcards_")[0] for c in comments(jobs))
 
 
 def metrics(workdir: Path) -> list[dict]:
@@ -100,11 +105,12 @@ def e2e(cluster, tmp_path_factory):
     return {"workdir": workdir, "jobs": sacct(before), "log": done.stdout + done.stderr, "seconds": seconds}
 
 
+@pytest.mark.slurm
 def test_tiny_example_through_slurm(e2e):
     jobs = e2e["jobs"]
     assert rules_of(jobs) == ["evaluate"] * 3 + ["finetune"] * 2 + ["prepare_data"] * 2 + ["pretrain", "train_scratch"]
     for job in jobs:
-        rule = job["Comment"].removeprefix("rule_")
+        rule = job["Comment"].removeprefix("rule_").split("_wildcards_")[0]
         assert job["State"] == "COMPLETED", job
         if rule in GPU_RULES:
             assert job["Partition"] == "gpu" and "gres/gpu=1" in job["AllocTRES"], job
@@ -116,6 +122,7 @@ def test_tiny_example_through_slurm(e2e):
     assert (workdir / "results" / "compatibility.json").exists()  # check_compatibility and report: local
 
 
+@pytest.mark.slurm
 def test_compatibility_failure_submits_no_job(e2e, tmp_path):
     ckpt = torch.load(e2e["workdir"] / "results" / "pretrain" / "model.pt", weights_only=True)
     names = ckpt["stagewise"]["feature_names"]
@@ -139,7 +146,7 @@ def long_stage(e2e, tmp_path_factory):
     config = copy.deepcopy(CONFIG)
     config["pretrained"] = {"checkpoint": str(e2e["workdir"] / "results" / "pretrain" / "model.pt"), "head": {"module": "head"}}
     config["data"]["target"]["train_per_class"] = None
-    config["experiments"]["gradual"]["stages"][1]["epochs"] = 300
+    config["experiments"] = {"long": {"stages": [{"name": "all", "unfreeze_all": True, "epochs": 400}]}}
     config["evaluation"] = {"baselines": []}
     local = tmp_path_factory.mktemp("slurm_local")
     write_config(local, config)
@@ -157,6 +164,7 @@ def wait_for(condition, what: str, timeout: float = 120):
     return result
 
 
+@pytest.mark.slurm
 def test_cancelled_stage_fails_clearly_and_rerun_matches_local(long_stage, tmp_path):
     config, local = long_stage
     write_config(tmp_path, config)
@@ -167,10 +175,9 @@ def test_cancelled_stage_fails_clearly_and_rerun_matches_local(long_stage, tmp_p
     proc = subprocess.Popen(["timeout", "-k", "10", str(TIMEOUT), *cmd], cwd=REPO, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        log = tmp_path / "logs" / "finetune" / "gradual" / "2_all.log"
+        log = tmp_path / "logs" / "finetune" / "long" / "1_all.log"
         job = wait_for(lambda: next((j for j in sacct(before) if j["State"] == "RUNNING" and log.exists()), None),
                        "the second stage's job to start training")
-        time.sleep(1)
         run(["scancel", job["JobID"]], REPO)
         out, _ = proc.communicate(timeout=TIMEOUT + 20)
     finally:
@@ -179,18 +186,19 @@ def test_cancelled_stage_fails_clearly_and_rerun_matches_local(long_stage, tmp_p
     assert proc.returncode not in (0, 124, 137), out[-3000:]
     assert f"SLURM-job '{job['JobID']}' failed, SLURM status is: 'CANCELLED'" in out, out[-3000:]
     assert "Error in rule finetune" in out
-    assert not (tmp_path / "results" / "gradual" / "stages" / "2_all" / "model_best.pt").exists()
+    assert not (tmp_path / "results" / "long" / "stages" / "1_all" / "model_best.pt").exists()
     assert [j["State"] for j in sacct(before) if j["JobID"] == job["JobID"]] == ["CANCELLED"]
 
     before = last_job_id()
     run([*cmd, "--rerun-incomplete"], REPO)
-    assert rules_of(sacct(before)) == ["evaluate", "evaluate", "finetune"]  # stage 1 was kept
+    assert comments(sacct(before)) == ["evaluate_wildcards_long_stages_1_all", "finetune_wildcards_long_1_all"]
     assert metrics(tmp_path) == metrics(local)
-    best = "results/gradual/stages/2_all/model_best.pt"
+    best = "results/long/stages/1_all/model_best.pt"
     ours, theirs = (torch.load(w / best, weights_only=True)["state_dict"] for w in (tmp_path, local))
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs) and ours.keys() == theirs.keys()
 
 
+@pytest.mark.slurm
 def test_config_edit_reruns_only_affected_jobs_with_installed_profile(e2e, tmp_path):
     workdir = e2e["workdir"]
     home = tmp_path / "home"
@@ -206,7 +214,7 @@ def test_config_edit_reruns_only_affected_jobs_with_installed_profile(e2e, tmp_p
     before = last_job_id()
     # what a user types in a project folder, with the installed profile
     run([sys.executable, "-m", "stagewise.cli", "run", "--config", "config.yaml", "--profile", "slurm", *OVERRIDES], workdir, env)
-    assert rules_of(sacct(before)) == ["evaluate", "finetune"]
+    assert comments(sacct(before)) == ["evaluate_wildcards_gradual_stages_2_all", "finetune_wildcards_gradual_2_all"]
     assert (stages / "2_all" / "model_best.pt").stat().st_mtime_ns > max(untouched.values())
     assert {p: p.stat().st_mtime_ns for p in untouched} == untouched
 
