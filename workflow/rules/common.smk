@@ -71,6 +71,12 @@ def get_eval_model(wildcards):
     return f"results/{wildcards.model}/model_best.pt"
 
 
+def get_knn_reference():
+    """Labelled samples whose latent space kNN label transfer starts from: the source data when there is one."""
+    dataset = "source" if "source" in config["data"] else "target"
+    return f"results/data/{dataset}/train.h5"
+
+
 def get_evaluated_models():
     """Every model the report compares: each stage of each experiment, then the baselines."""
     models = [

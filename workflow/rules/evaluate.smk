@@ -2,7 +2,7 @@ rule evaluate:
     input:
         model=get_eval_model,
         test="results/data/target/test.h5",
-        reference="results/data/target/train.h5",
+        reference=get_knn_reference(),
         summary="results/data/target/summary.json",
     output:
         metrics=report(

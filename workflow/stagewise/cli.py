@@ -56,7 +56,9 @@ def _profile_install(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    """Copy an example config into a new project folder."""
+    """Copy an example config (and the plug-in module it names) into a new folder and write its data."""
+    from . import synthetic
+
     examples = {p.stem: p for p in (REPO / "config" / "examples").glob("*.yaml")} | {"digits": REPO / "config" / "config.yaml"}
     if args.example not in examples:
         raise StagewiseError(f"unknown example {args.example!r}; available: {sorted(examples)}")
@@ -66,7 +68,12 @@ def _init(args: argparse.Namespace) -> int:
     if target.exists():
         raise StagewiseError(f"{target} exists; choose an empty folder")
     shutil.copy(examples[args.example], target)
-    print(f"wrote {target}; run: cd {folder} && stagewise run --config config.yaml --cores 2")
+    module = sw_config.load(target)["model"]["architecture"].partition(":")[0]
+    written = [target]
+    if (REPO / "config" / "examples" / f"{module}.py").is_file():
+        written.append(Path(shutil.copy(REPO / "config" / "examples" / f"{module}.py", folder)))
+    written += synthetic.write_example_data(args.example, folder)
+    print("wrote " + ", ".join(map(str, written)) + f"\nrun: cd {folder} && stagewise run --config config.yaml --cores 2")
     return 0
 
 

@@ -16,10 +16,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import freezing, losses, metrics, optim
+from . import freezing, optim
 from .errors import StagewiseError
 from .io.batches import Batches
 from .io.hdf5 import Split
+from .models import tasks
 
 RESIDENT_BYTES = 2 << 30  # a training set smaller than this is moved to the GPU once, not per batch
 
@@ -79,16 +80,16 @@ def _forward(model: nn.Module, x: torch.Tensor, c: torch.Tensor | None) -> torch
 
 
 def predict(model: nn.Module, X: torch.Tensor, batch_size: int, precision: str = "fp32",
-            covariates: torch.Tensor | None = None) -> torch.Tensor:
-    """Outputs of `model` on `X` (and its one-hot `covariates`), in eval mode, batched, on the CPU."""
+            covariates: torch.Tensor | None = None) -> torch.Tensor | dict[str, torch.Tensor]:
+    """Outputs of `model` on `X` (and its one-hot `covariates`), in eval mode, batched, on the CPU (dicts for counts)."""
     device = next(model.parameters()).device
     model.eval()
     out = []
     with torch.no_grad(), _autocast(precision, device):
         for start in range(0, len(X), batch_size):
             c = None if covariates is None else covariates[start:start + batch_size].to(device)
-            out.append(_forward(model, X[start:start + batch_size].to(device), c).float().cpu())
-    return torch.cat(out)
+            out.append(tasks.apply(_forward(model, X[start:start + batch_size].to(device), c), lambda t: t.float().cpu()))
+    return tasks.collect(out)
 
 
 def _resident(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
@@ -115,17 +116,16 @@ def _clone(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _val_row(model: nn.Module, val: Split, xv: tuple, loss_fn: losses.Loss, training: dict, device: torch.device) -> dict:
+def _val_row(model: nn.Module, val: Split, xv: tuple, loss_fn: tasks.TaskLoss, training: dict, device: torch.device,
+             task: str) -> dict:
     outputs = predict(model, xv[0], training["batch_size"], training["precision"], xv[1])
-    row = {"val_loss": float(loss_fn(outputs.to(device), xv[2].to(device)))}
-    if not xv[2].is_floating_point():
-        scores = metrics.classification(val.y, outputs.softmax(1).numpy(), val.label_names, top_k=[])
-        row |= {f"val_{k}": v for k, v in scores.items()}
-    return row
+    row = {"val_loss": float(loss_fn(tasks.apply(outputs, lambda t: t.to(device)), xv[2].to(device), xv[0].to(device), None))}
+    scores = tasks.validation_metrics(task, outputs, val.y, val.label_names)
+    return row | {f"val_{k}": v for k, v in scores.items()}
 
 
 def fit(model: nn.Module, train: Split | Batches, val: Split, training: dict, selection: freezing.Selection, where: str,
-        categories: dict | None = None, tensorboard: Path | None = None) -> Result:
+        categories: dict | None = None, tensorboard: Path | None = None, task: str = "classification") -> Result:
     """Train the selected parameters of `model`; keep the best state by the monitored metric."""
     seed_everything(training["seed"])
     device = pick_device(training["device"])
@@ -139,7 +139,7 @@ def fit(model: nn.Module, train: Split | Batches, val: Split, training: dict, se
     optimizer = optim.build_optimizer(model, selection.names, training, where)
     schedule = optim.Schedule(optimizer, training["scheduler"], epochs, n_batches, where)
     n_classes = len(train.label_names) or int(train.y.max()) + 1
-    loss_fn = losses.build(training["loss"], train.y, n_classes, device, f"{where}.loss")
+    loss_fn = tasks.loss(task, training["loss"], train.y, n_classes, device, getattr(model, "likelihood", "nb"), f"{where}.loss")
     handles = freezing.freeze_entries(model, selection.masks, optimizer)
     trained = [p for group in optimizer.param_groups for p in group["params"]]
     stop = training["early_stopping"]
@@ -164,7 +164,7 @@ def fit(model: nn.Module, train: Split | Batches, val: Split, training: dict, se
         order = torch.randperm(n, generator=generator)
         for b, (xb, cb, yb) in enumerate(train.epoch(epoch, device) if streamed else _batches(data, order, batch_size, device)):
             with _autocast(training["precision"], device):
-                loss = loss_fn(_forward(model, xb, cb).float(), yb)
+                loss = loss_fn(tasks.apply(_forward(model, xb, cb), torch.Tensor.float), yb, xb, epoch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if training["grad_clip"]:
@@ -183,7 +183,7 @@ def fit(model: nn.Module, train: Split | Batches, val: Split, training: dict, se
         hooks = []
         row = {"epoch": epoch, "lr": schedule.lr, "train_loss": float((values * sizes).sum() / n)}
         schedule.end_epoch()
-        row |= _val_row(model, val, xv, loss_fn, training, device)
+        row |= _val_row(model, val, xv, loss_fn, training, device, task)
         row |= {"seconds": round(time.perf_counter() - started, 4), "samples_per_s": round(n / train_seconds, 1)}
         result.history.append(row)
         bar.set_postfix(train_loss=f"{row['train_loss']:.4g}", val_loss=f"{row['val_loss']:.4g}", refresh=False)

@@ -91,7 +91,7 @@ class CVAE(nn.Module):
             raise StagewiseError(f"model.params.likelihood: {likelihood!r} is not nb or zinb")
         if not hidden:
             raise StagewiseError("model.params.hidden: cvae needs at least one hidden layer")
-        self.n_covariates = n_covariates
+        self.n_covariates, self.likelihood = n_covariates, likelihood
 
         def stack(widths: list[int]) -> nn.ModuleList:
             return nn.ModuleList(

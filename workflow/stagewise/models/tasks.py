@@ -10,6 +10,7 @@
 Every prediction file also holds `labels` (the target, cropped like the predictions) and
 `sample_ids`. The training loop calls `loss(task, spec, y_train, n_classes, device)` once and the
 result as `loss_fn(output, y, x, epoch)`; `epoch` is None outside training (full KL weight).
+`training.loss.name: auto` (the default) is the task's default loss.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .. import likelihoods, losses
+from .. import likelihoods, losses, metrics
 from ..errors import StagewiseError
 
 TaskLoss = Callable[[object, torch.Tensor, torch.Tensor, "int | None"], torch.Tensor]
@@ -29,18 +30,18 @@ TaskLoss = Callable[[object, torch.Tensor, torch.Tensor, "int | None"], torch.Te
 
 @dataclass(frozen=True)
 class Task:
-    """One `model.task`: its losses (the first is the default) and whether its labels are classes."""
+    """One `model.task`: its losses (the first is the default) and whether the model has one output per label."""
 
     name: str
     losses: tuple[str, ...]
-    classes: bool
+    output_per_label: bool = True
 
 
 TASKS = {
-    "classification": Task("classification", ("cross_entropy", "focal", "mse", "huber"), classes=True),
-    "regression": Task("regression", ("mse", "huber"), classes=False),
-    "sequence_labeling": Task("sequence_labeling", ("cross_entropy", "focal"), classes=True),
-    "counts": Task("counts", ("nb", "zinb"), classes=False),
+    "classification": Task("classification", ("cross_entropy", "focal", "mse", "huber")),
+    "regression": Task("regression", ("mse", "huber")),
+    "sequence_labeling": Task("sequence_labeling", ("cross_entropy", "focal")),
+    "counts": Task("counts", ("nb", "zinb"), output_per_label=False),  # labels (e.g. cell types) only annotate samples
 }
 COUNT_LOSSES = {"nb": likelihoods.nb_loss, "zinb": likelihoods.zinb_loss}
 
@@ -54,25 +55,26 @@ def get(name: str) -> Task:
 
 def out_features(task: str, n_features: int, n_labels: int) -> int:
     """The model's `out_features`: one output per class or target, or per feature for counts."""
-    return n_features if task == "counts" else n_labels
+    return n_labels if get(task).output_per_label else n_features
 
 
-def loss_name(task: str, spec: dict, params: dict | None = None) -> str:
+def loss_name(task: str, spec: dict, likelihood: str = "nb") -> str:
     """The loss a stage uses: `auto` is the task's default (counts: the model's `likelihood`)."""
     name = spec["name"]
     if name == "auto":
-        return (params or {}).get("likelihood", "nb") if task == "counts" else get(task).losses[0]
+        return likelihood if task == "counts" else get(task).losses[0]
     if name not in get(task).losses:
         raise StagewiseError(f"training.loss.name: {name!r} does not fit model.task {task!r}; use one of {list(get(task).losses)} or auto")
     return name
 
 
-def loss(task: str, spec: dict, y: np.ndarray, n_classes: int, device: torch.device, params: dict | None = None) -> TaskLoss:
+def loss(task: str, spec: dict, y: np.ndarray, n_classes: int, device: torch.device, likelihood: str = "nb",
+         where: str = "training.loss") -> TaskLoss:
     """The stage's loss as `fn(output, y, x, epoch)`, with the output and target shaped for it."""
-    spec = {**spec, "name": loss_name(task, spec, params)}
+    spec = {**spec, "name": loss_name(task, spec, likelihood)}
     if task == "counts":
         return _count_loss(spec)
-    base = losses.build(spec, y.reshape(-1) if task == "sequence_labeling" else y, n_classes, device)
+    base = losses.build(spec, y.reshape(-1) if task == "sequence_labeling" else y, n_classes, device, where)
     if task == "sequence_labeling":
         def positions(output, y, x, epoch):
             return base(output.reshape(-1, output.shape[-1]), crop(y, output.shape[1]).reshape(-1))
@@ -83,7 +85,7 @@ def loss(task: str, spec: dict, y: np.ndarray, n_classes: int, device: torch.dev
 def _count_loss(spec: dict) -> TaskLoss:
     fn = COUNT_LOSSES[spec["name"]]
     warmup = spec.get("kl_warmup", 0)
-    kwargs = {k: v for k, v in spec.items() if k not in ("name", "kl_warmup")}
+    kwargs = {k: v for k, v in spec.items() if k not in ("name", "kl_warmup") and not (k == "class_weights" and v is None)}
     unknown = sorted(set(kwargs) - set(list(inspect.signature(fn).parameters)[2:]))
     if unknown or not isinstance(warmup, int) or warmup < 0:
         raise StagewiseError(f"training.loss: {spec['name']} accepts kl_warmup (epochs, integer >= 0) only; got {sorted(spec)}")
@@ -105,11 +107,20 @@ def collect(chunks: list) -> torch.Tensor | dict[str, torch.Tensor]:
     return torch.cat(chunks)
 
 
-def detach(output) -> torch.Tensor | dict[str, torch.Tensor]:
-    """An output moved to the CPU as float32, ready for `collect`."""
-    if isinstance(output, dict):
-        return {key: value.detach().float().cpu() for key, value in output.items()}
-    return output.detach().float().cpu()
+def apply(output, fn: Callable[[torch.Tensor], torch.Tensor]):
+    """`fn` applied to an output tensor, or to each tensor of a dict output."""
+    return {key: fn(value) for key, value in output.items()} if isinstance(output, dict) else fn(output)
+
+
+def validation_metrics(task: str, output, y: np.ndarray, names: list[str]) -> dict[str, float]:
+    """The metrics of a validation pass that history.tsv records (besides val_loss)."""
+    if task == "classification":
+        return metrics.classification(y, output.softmax(-1).numpy(), names, top_k=[])
+    if task == "regression":
+        return metrics.regression(labels(task, output, y), output.numpy())
+    if task == "sequence_labeling":
+        return metrics.sequence_labeling(labels(task, output, y), output.softmax(-1).numpy(), names)
+    return {}  # counts: val_loss is the negative ELBO
 
 
 def predictions(task: str, output, x: np.ndarray | None = None) -> dict[str, np.ndarray]:

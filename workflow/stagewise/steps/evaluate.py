@@ -8,48 +8,31 @@ import torch
 from torch import nn
 
 from .. import bootstrap, checkpoints, metrics, surgery, training
-from ..errors import StagewiseError
 from ..files import atomic_path, sha256_file, write_json
 from ..io import hdf5
+from ..models import tasks
 
 PROVENANCE = ["architecture", "task", "label", "epoch", "config_sha256", "data_sha256", "parent", "parent_sha256",
               "stagewise_version", "torch_version", "python_version"]
 
 
-def _classification(model: nn.Module, test: hdf5.Split, inputs: dict) -> dict:
-    proba = training.predict(model, torch.from_numpy(test.X), batch_size=512).softmax(1).numpy()
-    return {"labels": test.y, "probabilities": proba, "predictions": proba.argmax(1)}
+def _outputs(model: nn.Module, split: hdf5.Split, meta: dict) -> torch.Tensor | dict[str, torch.Tensor]:
+    covariates = training.covariate_inputs(split, meta.get("categories"))
+    return training.predict(model, torch.from_numpy(split.X), batch_size=256, covariates=covariates)
 
 
-def _regression(model: nn.Module, test: hdf5.Split, inputs: dict) -> dict:
-    out = training.predict(model, torch.from_numpy(test.X), batch_size=512).numpy()
-    return {"labels": test.y.astype(float), "predictions": out.reshape(test.y.shape)}
-
-
-def _sequence_labeling(model: nn.Module, test: hdf5.Split, inputs: dict) -> dict:
-    logits = training.predict(model, torch.from_numpy(test.X), batch_size=64)  # (N, classes, L)
-    proba = logits.softmax(1).transpose(1, 2).numpy()
-    return {"labels": test.y, "probabilities": proba, "predictions": proba.argmax(-1)}
-
-
-def _counts(model: nn.Module, test: hdf5.Split, inputs: dict) -> dict:
-    """A counts model must offer `encode(x) -> latent` and `loss_terms(x) -> (nll, kl)` per sample."""
-    if not all(hasattr(model, name) for name in ("encode", "loss_terms")):
-        raise StagewiseError(f"{type(model).__name__}: task counts needs model.encode(x) and model.loss_terms(x)")
-    model.eval()
-    with torch.no_grad():
-        x = torch.from_numpy(test.X).float()
-        nll, kl = (t.numpy() for t in model.loss_terms(x))
-        data = {"nll": nll, "kl": kl, "latent": model.encode(x).numpy(), "labels": test.y}
-        if test.label_names and "reference" in inputs:
-            reference = hdf5.read(inputs["reference"])
-            ref_latent = model.encode(torch.from_numpy(reference.X).float()).numpy()
-            data["knn_correct"] = metrics.knn_hits(ref_latent, reference.y, data["latent"], test.y)
+def predict(model: nn.Module, test: hdf5.Split, meta: dict, inputs: dict) -> dict:
+    """The prediction arrays of the test split (`models.tasks`); counts with labels add kNN label transfer
+    from the `reference` split's latent space (labels matched by name)."""
+    task = meta.get("task", "classification")
+    output = _outputs(model, test, meta)
+    data = tasks.predictions(task, output, test.X) | {"labels": tasks.labels(task, output, test.y)}
+    if task == "counts" and test.label_names and "reference" in inputs:
+        reference = surgery.align(hdf5.read(inputs["reference"]), meta["feature_names"], meta.get("padded_features", []))
+        latent = _outputs(model, reference, meta)["z_mean"].numpy()
+        known, query = np.array(reference.label_names)[reference.y], np.array(test.label_names)[test.y]
+        data["knn_correct"] = metrics.knn_hits(latent, known, data["latent"], query)
     return data
-
-
-PREDICT = {"classification": _classification, "regression": _regression,
-           "sequence_labeling": _sequence_labeling, "counts": _counts}
 
 
 def score(task: str, data: dict, names: list[str], top_k: list[int]) -> dict:
@@ -81,11 +64,9 @@ def _write_predictions(path: str, data: dict, test: hdf5.Split, task: str) -> No
 def run(inputs: dict, outputs: dict, params: dict) -> None:
     """Predict the test split with the checkpoint, score it with bootstrap intervals, write both files."""
     ckpt = checkpoints.load(inputs["model"])
-    task = ckpt.meta.get("task", "classification")
-    if task not in PREDICT:
-        raise StagewiseError(f"{inputs['model']}: unknown task {task!r}; known: {sorted(PREDICT)}")
+    task = tasks.get(ckpt.meta.get("task", "classification")).name
     test = surgery.align(hdf5.read(inputs["test"]), ckpt.meta["feature_names"], ckpt.meta.get("padded_features", []))
-    data = PREDICT[task](checkpoints.build_model(ckpt), test, inputs)
+    data = predict(checkpoints.build_model(ckpt), test, ckpt.meta, inputs)
     evaluation, names = params["evaluation"], test.label_names
     scores = metrics.select(score(task, data, names, evaluation["top_k"]), evaluation["metrics"], task)
     resamples, seed = evaluation["bootstrap"], evaluation["seed"]

@@ -38,10 +38,11 @@ def train_and_save(model: nn.Module, meta: dict, inputs: dict, outputs: dict, st
     path = where(label)
     masks = freezing.entry_masks(model, meta.get("new_parameter_masks") or {}, "checkpoint meta new_parameter_masks")
     selection = freezing.select(model, stage["policy"], meta.get("new_parameters", []), masks, path)
-    train, val = (surgery.align(hdf5.read(inputs[k]), meta["feature_names"]) for k in ("train", "val"))
+    train, val = (surgery.align(hdf5.read(inputs[k]), meta["feature_names"], meta.get("padded_features", [])) for k in ("train", "val"))
     board = Path(outputs["stage"]).parent / "tensorboard"
     shutil.rmtree(board, ignore_errors=True)  # a rerun's event files replace the previous run's
-    result = training.fit(model, train, val, stage["training"], selection, path, meta.get("categories"), board)
+    result = training.fit(model, train, val, stage["training"], selection, path, meta.get("categories"), board,
+                          meta.get("task", "classification"))
     provenance = {
         "config_sha256": sha256_json(stage),
         "data_sha256": sha256_file(inputs["train"]),
