@@ -42,14 +42,14 @@ class Batches:
 
     def __init__(self, path: str, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                  feature_names: list[str] | None = None, categories: dict[str, list[str]] | None = None,
-                 in_memory: str | None = None, window: int = WINDOW) -> None:
+                 fill: list[str] | tuple = (), in_memory: str | None = None, window: int = WINDOW) -> None:
         self.path, self.batch_size, self.shuffle, self.seed, self.window = str(path), batch_size, shuffle, seed, window
         self._h5 = hdf5.open_split(path)
         self.layout, self.n = hdf5.layout(self._h5), hdf5.n_samples(self._h5)
         X = self._h5["X"]
         self.block = X.chunks[0] if hasattr(X, "chunks") and X.chunks else hdf5.chunk_rows(self.layout.feature_shape)
         self.categories = categories or {}
-        self.columns = self._columns(feature_names)
+        self.columns = self._columns(feature_names, set(fill))
         mode = str(in_memory or self._h5.attrs.get("in_memory", "auto"))
         self.in_memory = mode == "true" or (mode == "auto" and self.nbytes <= AUTO_BYTES)
         self._ram = hdf5.read_rows(self._h5, 0, self.n) if self.in_memory else None
@@ -61,14 +61,16 @@ class Batches:
         """Size of the split's features as dense float32."""
         return self.n * 4 * int(np.prod(self.layout.feature_shape))
 
-    def _columns(self, feature_names: list[str] | None) -> np.ndarray | None:
+    def _columns(self, feature_names: list[str] | None, fill: set[str]) -> np.ndarray | None:
+        """Column of each model feature in the file; -1 for a feature zero-filled (`pretrained.features: pad`)."""
         if feature_names is None or feature_names == self.layout.feature_names:
             return None
         position = {name: i for i, name in enumerate(self.layout.feature_names)}
-        missing = [f for f in feature_names if f not in position]
+        missing = [f for f in feature_names if f not in position and f not in fill]
         if missing or len(self.layout.feature_shape) != 1:
-            raise StagewiseError(f"{self.path}: cannot order its features as the model's; missing {missing[:5]}")
-        return np.array([position[f] for f in feature_names])
+            raise StagewiseError(f"{self.path}: cannot order its features as the model's; missing {missing[:5]}; "
+                                 "set pretrained.features: pad to zero-fill them, and rerun check_compatibility")
+        return np.array([position.get(f, -1) for f in feature_names])
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.batch_size)
@@ -111,7 +113,7 @@ class Batches:
 
     def _tensors(self, X: np.ndarray, y: np.ndarray, covariates: dict, device) -> tuple:
         if self.columns is not None:
-            X = X[:, self.columns]
+            X = np.where(self.columns >= 0, X[:, np.maximum(self.columns, 0)], np.float32(0)).astype(X.dtype)
         c = torch.from_numpy(one_hot(covariates, self.layout.categories, self.categories, self.path)) if self.categories else None
         return (torch.from_numpy(np.ascontiguousarray(X)).to(device, non_blocking=True),
                 None if c is None else c.to(device, non_blocking=True),

@@ -13,6 +13,7 @@ from torch import nn
 from .. import checkpoints, freezing, models, surgery, training
 from ..files import sha256_file, sha256_json, write_json, write_text
 from ..io import hdf5
+from ..io.batches import Batches
 
 
 def _tsv(rows: list[dict]) -> str:
@@ -38,13 +39,20 @@ def train_and_save(model: nn.Module, meta: dict, inputs: dict, outputs: dict, st
     path = where(label)
     masks = freezing.entry_masks(model, meta.get("new_parameter_masks") or {}, "checkpoint meta new_parameter_masks")
     selection = freezing.select(model, stage["policy"], meta.get("new_parameters", []), masks, path)
-    train, val = (surgery.align(hdf5.read(inputs[k]), meta["feature_names"], meta.get("padded_features", [])) for k in ("train", "val"))
+    padded = meta.get("padded_features", [])
+    train = Batches(inputs["train"], stage["training"]["batch_size"], shuffle=True, seed=stage["training"]["seed"],
+                    feature_names=meta["feature_names"], categories=meta.get("categories"), fill=padded)
+    val = surgery.align(hdf5.read(inputs["val"]), meta["feature_names"], padded)
     board = Path(outputs["stage"]).parent / "tensorboard"
     shutil.rmtree(board, ignore_errors=True)  # a rerun's event files replace the previous run's
-    result = training.fit(model, train, val, stage["training"], selection, path, meta.get("categories"), board,
-                          meta.get("task", "classification"))
+    try:
+        result = training.fit(model, train, val, stage["training"], selection, path, meta.get("categories"), board,
+                              meta.get("task", "classification"))
+    finally:
+        train.close()
     provenance = {
         "config_sha256": sha256_json(stage),
+        "data": inputs["train"],
         "data_sha256": sha256_file(inputs["train"]),
         **(checkpoints.lineage(inputs["model"]) if "model" in inputs else {"parent": None, "parent_sha256": None}),
     }
