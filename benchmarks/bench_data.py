@@ -131,7 +131,7 @@ def main() -> None:
         pandas = _child("pandas", str(csv))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    print(f"| measurement | value | reference | ratio |\n|---|---|---|---|")
+    print("| measurement | value | reference | ratio |\n|---|---|---|---|")
     ref = speed["split"]["samples_per_s"]
     for mode, label in (("false", "streaming (in_memory: false)"), ("true", "Batches in RAM (in_memory: true)")):
         print(f"| training samples/s, {label} | {speed[mode]['samples_per_s']:.0f} | in-memory Split {ref:.0f} | "

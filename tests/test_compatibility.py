@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from conftest import snakemake, write_config
 from stagewise import checkpoints, cli, surgery

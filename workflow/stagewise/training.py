@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from . import freezing, optim
 from .errors import StagewiseError
-from .io.batches import Batches
+from .io.batches import Batches, one_hot
 from .io.hdf5 import Split
 from .models import tasks
 
@@ -59,20 +59,7 @@ def covariate_inputs(split: Split, categories: dict[str, list[str]] | None) -> t
     """The one-hot covariates a model takes (concatenated in `categories` order), or None when it takes none."""
     if not categories:
         return None
-    codes, names = split.covariates, split.categories
-    blocks = []
-    for covariate, known in categories.items():
-        if covariate not in codes:
-            raise StagewiseError(f"the model takes covariate {covariate!r} but the data has {sorted(codes)}; add it to the data")
-        position = {c: i for i, c in enumerate(known)}
-        own = list(names.get(covariate, known))
-        unknown = sorted({own[c] for c in np.unique(codes[covariate]) if own[c] not in position})
-        if unknown:
-            raise StagewiseError(f"covariate {covariate!r}: categories {unknown} are unknown to the model {known}; "
-                                 "add them with pretrained.new_categories")
-        lookup = np.array([position.get(c, 0) for c in own], dtype=np.int64)
-        blocks.append(np.eye(len(known), dtype=np.float32)[lookup[codes[covariate]]])
-    return torch.from_numpy(np.concatenate(blocks, axis=1))
+    return torch.from_numpy(one_hot(split.covariates, split.categories, categories, "the data"))
 
 
 def _forward(model: nn.Module, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
