@@ -160,7 +160,7 @@ def test_covariates_are_one_hot_in_the_models_category_order():
     names = np.array(["b1", "b0"])[train.covariates["batch"]]
     assert onehot.shape == (48, 3) and (onehot.argmax(1).numpy() == np.array([int(n[1]) for n in names])).all()
     assert training.covariate_inputs(train, None) is None
-    with pytest.raises(StagewiseError, match=r"categories \['b0'\] are unknown to the model"):
+    with pytest.raises(StagewiseError, match=r"has categories \[.b0.\] unknown to the model"):
         training.covariate_inputs(train, {"batch": ["b1"]})
 
 
