@@ -17,6 +17,7 @@ rule prepare_data:
     params:
         dataset=get_dataset_params,
         name="{dataset}",
+        task=config["model"]["task"],
         version=VERSION,
     script:
         "../scripts/prepare.py"

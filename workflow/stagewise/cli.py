@@ -26,7 +26,8 @@ def _check(args: argparse.Namespace) -> int:
         raise StagewiseError(f"{args.config}: pretrained.checkpoint is null (the workflow pretrains one); nothing to check yet")
     with tempfile.TemporaryDirectory() as tmp:
         splits = {k: f"{tmp}/{k}.h5" for k in ("train", "val", "test")}
-        prepare.run({}, {**splits, "summary": f"{tmp}/summary.json"}, {"dataset": cfg["data"]["target"], "name": "target"})
+        prepare.run({}, {**splits, "summary": f"{tmp}/summary.json"}, {"dataset": cfg["data"]["target"], "name": "target",
+                                                                   "task": cfg["model"]["task"]})
         report, start = compatibility.check(checkpoint, splits["train"], cfg["model"], cfg["pretrained"], cfg["training"]["seed"])
     print(compatibility.render(report), end="")
     return 0 if start is not None else 1

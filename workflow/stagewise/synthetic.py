@@ -68,18 +68,20 @@ def expression_counts(n: int, batches: list[str], genes: int = 200, cell_types: 
     """Negative-binomial counts of `cell_types` expression programs, each batch with its own gene-wise effect.
 
     The programs depend on `seed` only, so files generated with the same seed share cell types;
-    each batch's effect depends on its name, so a batch means the same thing in every file.
+    each batch's effect is its own mix (by its name) of three technical factors shared by all
+    batches, so a batch means the same thing in every file and a new batch lies in the same span.
     """
     programs = np.random.default_rng([seed, 0])
     base = programs.normal(0.0, 1.0, genes)
     markers = np.zeros((cell_types, genes))
     for t in range(cell_types):
-        markers[t, programs.choice(genes, 20, replace=False)] = programs.uniform(1.5, 3.0, 20)
+        markers[t, programs.choice(genes, 12, replace=False)] = programs.uniform(0.4, 1.0, 12)
     theta = programs.lognormal(np.log(5.0), 0.3, genes)
     rng = np.random.default_rng([seed, 1 if batch_seed is None else batch_seed])
     types = rng.integers(0, cell_types, n)
     batch = rng.integers(0, len(batches), n)
-    effects = np.stack([np.random.default_rng([seed, 2, *map(ord, b)]).normal(0.0, 0.6, genes) for b in batches])
+    technical = programs.normal(0.0, 1.0, (3, genes))  # batch effects mix three technical factors
+    effects = np.stack([np.random.default_rng([seed, 2, *map(ord, b)]).normal(0.0, 0.7, 3) @ technical for b in batches])
     logits = base + markers[types] + effects[batch]
     share = np.exp(logits - logits.max(1, keepdims=True))
     share /= share.sum(1, keepdims=True)
@@ -104,6 +106,63 @@ def write_counts(path: Path, n: int, batches: list[str], seed: int = 0, batch_se
         adata.write_h5ad(tmp)
 
 
+def molecules(n: int, seed: int = 0, batch_seed: int = 1) -> dict[str, np.ndarray]:
+    """32 descriptors per molecule; two properties read out of one hidden 16-dimensional representation:
+    `energy_dft` (the plentiful one) and `energy_ccsd` = the same plus a smaller correction, with noise."""
+    programs = np.random.default_rng([seed, 10])
+    w = programs.normal(0.0, 2.0 / np.sqrt(32), (32, 16))
+    dft, ccsd = programs.normal(0.0, 1.0, 16), programs.normal(0.0, 1.0, 16)
+    rng = np.random.default_rng([seed, 11, batch_seed])
+    x = rng.normal(0.0, 1.0, (n, 32)).astype(np.float32)
+    h = np.tanh(x @ w)
+    noise = rng.normal(0.0, 0.05, (2, n))
+    return {"X": x, "energy_dft": (h @ dft + noise[0]).astype(np.float32),
+            "energy_ccsd": (h @ dft + 0.3 * h @ ccsd + noise[1]).astype(np.float32),
+            "names": [f"descriptor_{i:02d}" for i in range(32)]}
+
+
+def write_molecules(path: Path, n: int, seed: int = 0, batch_seed: int = 1) -> None:
+    """A Parquet table: descriptor columns and the costly property `energy_ccsd`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = molecules(n, seed, batch_seed)
+    columns = {name: data["X"][:, i] for i, name in enumerate(data["names"])}
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.table(columns | {"energy_ccsd": data["energy_ccsd"]}), tmp)
+
+
+def write_foreign_checkpoint(path: Path, names_path: Path, n: int = 4000, epochs: int = 30, seed: int = 0) -> None:
+    """A model trained elsewhere on `energy_dft`, saved as a Lightning checkpoint (keys `model.backbone.*`,
+    `model.head.*`, as physicsml's modules are named) with its descriptor names in a text file."""
+    import torch
+
+    from .models.mlp import MLP
+
+    data = molecules(n, seed, batch_seed=0)
+    torch.manual_seed(seed)
+    model = MLP(32, 1, hidden=[64, 64], dropout=0.0, batch_norm=False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = torch.from_numpy(data["X"]), torch.from_numpy(data["energy_dft"])[:, None]
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(n, generator=generator).split(64):
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(model(x[idx]), y[idx]).backward()
+            optimizer.step()
+    state = {"model." + key.replace("encoder.", "backbone.", 1): value for key, value in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state, "hyper_parameters": {"hidden": [64, 64], "target": "energy_dft"},
+                    "pytorch-lightning_version": "2.4.0", "epoch": epochs}, tmp)
+    with atomic_path(names_path) as tmp:
+        Path(tmp).write_text("\n".join(data["names"]) + "\n")
+
+
+def _physicsml_files(folder: Path) -> None:
+    write_foreign_checkpoint(folder / "dft_model.ckpt", folder / "descriptors.txt")
+    write_molecules(folder / "molecules_ccsd.parquet", 300)
+
+
 def _splice_files(folder: Path) -> None:
     write_splice(folder / "species_a.h5", 3000, "source", seed=0)
     write_splice(folder / "species_b_train.h5", 50, "target", seed=1)
@@ -120,7 +179,8 @@ def _scarches_files(folder: Path) -> None:
     write_counts(folder / "query.h5ad", 800, ["query_1", "query_2"], batch_seed=2)
 
 
-EXAMPLE_DATA = {"openspliceai": _splice_files, "preffect": _preffect_files, "scarches": _scarches_files}
+EXAMPLE_DATA = {"openspliceai": _splice_files, "preffect": _preffect_files, "scarches": _scarches_files,
+                "physicsml": _physicsml_files}
 
 
 def write_example_data(example: str, folder: str | Path) -> list[Path]:

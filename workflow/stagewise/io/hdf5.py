@@ -41,6 +41,7 @@ class Layout:
     label_shape: tuple[int, ...] = ()
     sparse: bool = False
     categories: dict[str, list[str]] = field(default_factory=dict)
+    label_dtype: str = "int64"  # float32 for regression targets
 
 
 def chunk_rows(feature_shape: tuple[int, ...]) -> int:
@@ -69,7 +70,7 @@ class Writer:
         else:
             shape = layout.feature_shape
             h5.create_dataset("X", (0, *shape), np.float32, maxshape=(None, *shape), chunks=(rows, *shape))
-        h5.create_dataset("y", (0, *layout.label_shape), np.int64, maxshape=(None, *layout.label_shape),
+        h5.create_dataset("y", (0, *layout.label_shape), layout.label_dtype, maxshape=(None, *layout.label_shape),
                           chunks=(rows, *layout.label_shape))
         h5.create_dataset("sample_ids", (0,), _STR, maxshape=(None,), chunks=(rows,))
         for name, names in layout.categories.items():
@@ -108,7 +109,8 @@ class Writer:
 
 def write(path: str | Path, split: Split, name: str, source_sha256: str) -> None:
     """Write one in-memory split atomically."""
-    layout = Layout(split.feature_names, split.label_names, split.X.shape[1:], split.y.shape[1:], categories=split.categories)
+    layout = Layout(split.feature_names, split.label_names, split.X.shape[1:], split.y.shape[1:],
+                    categories=split.categories, label_dtype=str(split.y.dtype))
     with Writer(path, layout, {"split": name, "source_sha256": source_sha256}, len(split.y)) as out:
         out.append(split.X, split.y, split.sample_ids, split.covariates)
 
@@ -136,7 +138,7 @@ def layout(h5: h5py.File) -> Layout:
     shape = (int(X.attrs["shape"][1]),) if sparse else X.shape[1:]
     categories = {k: _strings(v.attrs["categories"]) for k, v in h5.get("covariates", {}).items()}
     return Layout(_strings(h5["feature_names"][()]), _strings(h5["label_names"][()]), tuple(shape),
-                  h5["y"].shape[1:], sparse, categories)
+                  h5["y"].shape[1:], sparse, categories, str(h5["y"].dtype))
 
 
 def n_samples(h5: h5py.File) -> int:

@@ -125,7 +125,8 @@ def _write(source: Source, assign: np.ndarray, codes: np.ndarray | None, covaria
                 ids = source.ids(block.start, stop)
                 writers[split].append(X[mask], y[mask], [ids[i] for i in mask],
                                       {c: v[block.start:stop][mask] for c, v in covariates.items()})
-                counts[split] += np.bincount(y[mask].ravel(), minlength=len(counts[split]))
+                if counts is not None:
+                    counts[split] += np.bincount(y[mask].ravel(), minlength=len(counts[split]))
 
 
 def _codes(values: np.ndarray, names: list[str]) -> np.ndarray:
@@ -154,8 +155,11 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
                                                                       (train.feature_names, sources["test"].feature_names)))
             raise StagewiseError(f"data.{name}: test file {spec['test']} has different features than {spec['train']} "
                                  f"(only in test: {extra}, only in train: {lacking}, or another order); use the same columns")
+        regression = params.get("task") == "regression"  # labels are target values, not classes
         if train.labels is None:
             label_names = train.label_names
+        elif regression:
+            label_names = [spec["label"] or "label"]
         else:
             label_names = sorted(map(str, set(selected["train"][1])), key=_natural)
             if "test" in sources:
@@ -163,23 +167,24 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
                 if unknown:
                     raise StagewiseError(f"data.{name}: test labels {unknown[:5]} never occur in {spec['train']}; "
                                          "drop them with data.*.classes or add training samples")
-        codes = {k: None if s.labels is None else _full_codes(s.n, *selected[k], label_names) for k, s in sources.items()}
+        codes = {k: None if s.labels is None else _full_values(s.n, *selected[k], wheres[k]) if regression
+                 else _full_codes(s.n, *selected[k], label_names) for k, s in sources.items()}
         categories = {c: sorted({str(v) for s in sources.values() for v in s.covariates[c]}, key=_natural) for c in spec["covariates"]}
         covariates = {k: {c: _codes(v, categories[c]) for c, v in s.covariates.items()} for k, s in sources.items()}
-        assign = _assign(sources, selected, codes, spec, label_names, wheres["train"])
+        assign = _assign(sources, selected, {k: None for k in codes} if regression else codes, spec, label_names, wheres["train"])
         layout = hdf5.Layout(train.feature_names, label_names, tuple(train.feature_shape),
-                             train.label_shape, train.sparse, categories)
+                             train.label_shape, train.sparse, categories, "float32" if regression else "int64")
         hashes = {k: path if path.startswith("sklearn:") else sha256_file(path) for k, path in files.items()}
         attrs = {"source_sha256": sha256_json(hashes), "in_memory": str(spec["in_memory"]).lower()}
         expected = [sum(int((a == i).sum()) for a in assign.values()) for i in range(len(SPLITS))]
         writers = {k: stack.enter_context(hdf5.Writer(outputs[k], layout, attrs | {"split": k}, expected[i]))
                    for i, k in enumerate(SPLITS)}
-        counts = {k: np.zeros(len(label_names), np.int64) for k in SPLITS}
+        counts = None if regression else {k: np.zeros(len(label_names), np.int64) for k in SPLITS}
         for k, source in sources.items():
             rows = _Rows(spec["missing"], wheres[k])
             _write(source, assign[k], codes[k], covariates[k], writers, counts, rows)
             rows.check()
-        empty = [label_names[c] for c in np.flatnonzero(counts["train"] == 0)]
+        empty = [] if regression else [label_names[c] for c in np.flatnonzero(counts["train"] == 0)]
         if empty:
             raise StagewiseError(f"{wheres['train']}: labels {empty[:5]} have no samples in the training split; "
                                  "lower data.*.val_fraction / test_fraction or add samples")
@@ -194,9 +199,31 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
         "label_names": label_names,
         "categories": categories,
         "samples": samples,
-        "class_counts": {k: {label_names[c]: int(n) for c, n in enumerate(counts[k]) if n} for k in SPLITS},
+        "class_counts": {} if regression else {k: {label_names[c]: int(n) for c, n in enumerate(counts[k]) if n} for k in SPLITS},
         "bytes": int(sum(samples.values()) * 4 * np.prod(train.feature_shape)),
     })
+
+
+def _full_values(n: int, keep: np.ndarray, labels: np.ndarray, where: str) -> np.ndarray:
+    """Regression targets for every row of the file (NaN where a row is dropped)."""
+    try:
+        values = labels.astype(np.float32)
+    except ValueError:
+        bad = [v for v in labels[:1000] if not _is_number(v)][:5]
+        raise StagewiseError(f"{where}: model.task regression needs numeric labels; found {bad}") from None
+    if not np.isfinite(values).all():
+        raise StagewiseError(f"{where}: {int((~np.isfinite(values)).sum())} regression labels are NaN/inf")
+    full = np.full(n, np.nan, np.float32)
+    full[keep] = values
+    return full
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+        return True
+    except ValueError:
+        return False
 
 
 def _full_codes(n: int, keep: np.ndarray, labels: np.ndarray, label_names: list[str]) -> np.ndarray:
