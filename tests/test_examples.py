@@ -18,6 +18,7 @@ import yaml
 
 from conftest import REPO, snakemake
 from stagewise import checkpoints, cli, config
+from stagewise.errors import StagewiseError
 from stagewise.io import hdf5
 from stagewise.steps import evaluate
 
@@ -75,6 +76,24 @@ def test_generated_data_is_deterministic(tmp_path):
         with h5py.File(first / "data" / name) as a, h5py.File(second / "data" / name) as b:
             assert np.array_equal(a["X"][()], b["X"][()]) and np.array_equal(a["y"][()], b["y"][()])
             assert a["X"].shape[1:] == (180, 4) and a["y"].shape[1:] == (100,)
+
+
+def test_regression_targets_are_prepared_as_numbers(tmp_path):
+    from stagewise.steps import prepare
+
+    spec = config.validate({"data": {"target": {"train": str(tmp_path / "t.csv"), "label": "energy"}},
+                            "model": {"task": "regression"}, "pretrained": {"checkpoint": "x.pt"},
+                            "experiments": {"e": {"stages": [{"name": "s"}]}}})
+    outputs = {k: str(tmp_path / f"{k}.h5") for k in ("train", "val", "test")} | {"summary": str(tmp_path / "s.json")}
+    rows = "\n".join(f"{i * 0.1},{i * 0.5 - 3.25}" for i in range(40))
+    (tmp_path / "t.csv").write_text("d0,energy\n" + rows + "\n")
+    prepare.run({}, outputs, {"dataset": spec["data"]["target"], "name": "target", "task": "regression"})
+    split = hdf5.read(outputs["train"])
+    assert split.y.dtype == np.float32 and split.label_names == ["energy"]
+    assert np.allclose(split.y, split.X[:, 0] * 5 - 3.25, atol=1e-5)  # each row keeps its own target
+    (tmp_path / "t.csv").write_text("d0,energy\n1,high\n2,low\n")
+    with pytest.raises(StagewiseError, match="regression needs numeric labels; found \\['high', 'low'\\]"):
+        prepare.run({}, outputs, {"dataset": spec["data"]["target"], "name": "target", "task": "regression"})
 
 
 def test_dnnbrain_new_head_finetune_vs_fixed_extractor(tmp_path):

@@ -58,22 +58,22 @@ def out_features(task: str, n_features: int, n_labels: int) -> int:
     return n_labels if get(task).output_per_label else n_features
 
 
-def loss_name(task: str, spec: dict, likelihood: str = "nb") -> str:
+def loss_name(task: str, spec: dict, likelihood: str = "nb", where: str = "training.loss") -> str:
     """The loss a stage uses: `auto` is the task's default (counts: the model's `likelihood`)."""
     name = spec["name"]
     if name == "auto":
         return likelihood if task == "counts" else get(task).losses[0]
     if name not in get(task).losses:
-        raise StagewiseError(f"training.loss.name: {name!r} does not fit model.task {task!r}; use one of {list(get(task).losses)} or auto")
+        raise StagewiseError(f"{where}.name: {name!r} does not fit model.task {task!r}; use one of {list(get(task).losses)} or auto")
     return name
 
 
 def loss(task: str, spec: dict, y: np.ndarray, n_classes: int, device: torch.device, likelihood: str = "nb",
          where: str = "training.loss") -> TaskLoss:
     """The stage's loss as `fn(output, y, x, epoch)`, with the output and target shaped for it."""
-    spec = {**spec, "name": loss_name(task, spec, likelihood)}
+    spec = {**spec, "name": loss_name(task, spec, likelihood, where)}
     if task == "counts":
-        return _count_loss(spec)
+        return _count_loss(spec, where)
     base = losses.build(spec, y.reshape(-1) if task == "sequence_labeling" else y, n_classes, device, where)
     if task == "sequence_labeling":
         def positions(output, y, x, epoch):
@@ -82,13 +82,13 @@ def loss(task: str, spec: dict, y: np.ndarray, n_classes: int, device: torch.dev
     return lambda output, y, x, epoch: base(output, y)
 
 
-def _count_loss(spec: dict) -> TaskLoss:
+def _count_loss(spec: dict, where: str) -> TaskLoss:
     fn = COUNT_LOSSES[spec["name"]]
     warmup = spec.get("kl_warmup", 0)
     kwargs = {k: v for k, v in spec.items() if k not in ("name", "kl_warmup") and not (k == "class_weights" and v is None)}
     unknown = sorted(set(kwargs) - set(list(inspect.signature(fn).parameters)[2:]))
     if unknown or not isinstance(warmup, int) or warmup < 0:
-        raise StagewiseError(f"training.loss: {spec['name']} accepts kl_warmup (epochs, integer >= 0) only; got {sorted(spec)}")
+        raise StagewiseError(f"{where}: {spec['name']} accepts kl_warmup (epochs, integer >= 0) only; got {sorted(spec)}")
     return lambda output, y, x, epoch: fn(output, x, kl_weight=likelihoods.warmup_weight(epoch, warmup))
 
 

@@ -209,7 +209,7 @@ def _full_values(n: int, keep: np.ndarray, labels: np.ndarray, where: str) -> np
     try:
         values = labels.astype(np.float32)
     except ValueError:
-        bad = [v for v in labels[:1000] if not _is_number(v)][:5]
+        bad = [str(v) for v in labels[:1000] if not _is_number(v)][:5]
         raise StagewiseError(f"{where}: model.task regression needs numeric labels; found {bad}") from None
     if not np.isfinite(values).all():
         raise StagewiseError(f"{where}: {int((~np.isfinite(values)).sum())} regression labels are NaN/inf")
