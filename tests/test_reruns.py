@@ -202,6 +202,7 @@ def test_a_killed_run_loses_nothing(slow_reference, tmp_path, log, needle):
     write_config(tmp_path, SLOW)
     _kill_when(tmp_path, log, needle)
     _assert_nothing_partial(tmp_path, slow_reference)
+    snakemake(tmp_path, "--unlock")  # kill -9 leaves Snakemake's lock behind
     snakemake(tmp_path, "--rerun-incomplete")
     assert (tmp_path / "results/metrics.tsv").read_bytes() == (slow_reference / "results/metrics.tsv").read_bytes()
     assert _model_bytes(tmp_path) == _model_bytes(slow_reference)

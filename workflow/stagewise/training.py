@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -38,7 +39,8 @@ class Result:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed torch and NumPy and make CPU kernels deterministic."""
+    """Seed torch and NumPy and ask for deterministic kernels (cuBLAS needs its workspace setting for that)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     torch.use_deterministic_algorithms(True, warn_only=True)
