@@ -13,7 +13,8 @@ config.update(sw_config.canonical(_validated))  # sorted keys: YAML order never 
 
 VERSION = stagewise.__version__
 RAW_BYTES = sw_resources.raw_bytes(config["data"])
-THREADS = sw_resources.threads(RAW_BYTES)  # same on every machine: torch results depend on it
+# same on every machine: torch results depend on it
+THREADS = sw_resources.threads(RAW_BYTES)
 NAME = "[A-Za-z0-9][A-Za-z0-9_-]*"
 
 
