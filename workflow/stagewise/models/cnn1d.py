@@ -85,7 +85,7 @@ class CNN1d(nn.Module):
         self.head_name = "head"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(len(x), -1, self.in_channels).transpose(1, 2).float()
+        x = x.reshape(len(x), -1, self.in_channels).transpose(1, 2).to(self.stem.conv.weight.dtype)
         length = x.shape[-1]
         if length <= 2 * self.flank:
             raise StagewiseError(f"cnn1d: sequences of length {length} are not longer than the model's context 2 x {self.flank}")
