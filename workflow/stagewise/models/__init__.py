@@ -70,8 +70,8 @@ def build(architecture: str, params: dict) -> nn.Module:
     cls = resolve(architecture)
     try:
         model = cls(**params)
-    except TypeError as error:
-        raise StagewiseError(f"model.params: {architecture} does not accept {sorted(params)}: {error}") from None
+    except (TypeError, ValueError) as error:
+        raise StagewiseError(f"model.params: {architecture} rejects {sorted(params)}: {error}") from None
     _default_structure(model, architecture)
     _check_structure(model, architecture)
     return model

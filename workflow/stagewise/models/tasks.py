@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .. import likelihoods, losses, metrics
+from .. import likelihoods, losses
 from ..errors import StagewiseError
 
 TaskLoss = Callable[[object, torch.Tensor, torch.Tensor, "int | None"], torch.Tensor]
@@ -114,6 +114,8 @@ def apply(output, fn: Callable[[torch.Tensor], torch.Tensor]):
 
 def validation_metrics(task: str, output, y: np.ndarray, names: list[str]) -> dict[str, float]:
     """The metrics of a validation pass that history.tsv records (besides val_loss)."""
+    from .. import metrics  # scikit-learn and scipy: imported by training, not by the compatibility check
+
     if task == "classification":
         return metrics.classification(y, output.softmax(-1).numpy(), names, top_k=[])
     if task == "regression":
