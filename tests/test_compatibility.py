@@ -327,6 +327,22 @@ def test_cli_check_exit_codes(tmp_path, monkeypatch, capsys):
     assert "ck.pt: checkpoint file not found" in capsys.readouterr().err
 
 
+def test_cli_check_validates_every_stage_before_a_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = user_project(tmp_path)
+    config["experiments"]["two"] = {"stages": [
+        {"name": "typo", "train": ["encoder.9"]},
+        {"name": "sgd", "optimizer": {"name": "SGD", "lr": 0.1, "momentm": 0.9}},
+        {"name": "ok", "unfreeze_last": 1},
+    ]}
+    write_config(tmp_path, config)
+    assert cli.main(["check", "--config", "config.yaml"]) == 1
+    out = capsys.readouterr().out
+    assert "stages: 2 of 4 valid" in out
+    assert "experiments.two.stages[0] (typo).train: 'encoder.9' matches no module" in out
+    assert "experiments.two.stages[1] (sgd).optimizer" in out and "momentm" in out
+
+
 @pytest.mark.e2e
 def test_workflow_stops_at_check_compatibility(tmp_path):
     config = user_project(tmp_path, features="strict")

@@ -18,7 +18,7 @@ SNAKEFILE = REPO / "Snakefile"
 
 def _check(args: argparse.Namespace) -> int:
     """Prepare the target data if needed and run the compatibility check; print the report."""
-    from .steps import compatibility, prepare
+    from .steps import compatibility, finetune, prepare
 
     cfg = sw_config.load(args.config)
     checkpoint = cfg["pretrained"]["checkpoint"]
@@ -30,7 +30,12 @@ def _check(args: argparse.Namespace) -> int:
                                                                    "task": cfg["model"]["task"]})
         report, start = compatibility.check(checkpoint, splits["train"], cfg["model"], cfg["pretrained"], cfg["training"]["seed"])
     print(compatibility.render(report), end="")
-    return 0 if start is not None else 1
+    if start is None:
+        return 1
+    problems = finetune.validate(start, cfg)
+    stages = sum(len(e["stages"]) for e in cfg["experiments"].values())
+    print(f"stages: {stages - len(problems)} of {stages} valid" + "".join(f"\n  [  error] {p}" for p in problems))
+    return 1 if problems else 0
 
 
 def _run(args: argparse.Namespace, extra: list[str]) -> int:

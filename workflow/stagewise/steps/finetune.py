@@ -10,7 +10,9 @@ from pathlib import Path
 
 from torch import nn
 
-from .. import checkpoints, freezing, models, surgery, training
+from .. import checkpoints, freezing, models, optim, surgery, training
+from .. import config as sw_config
+from ..errors import StagewiseError
 from ..files import sha256_file, sha256_json, write_json, write_text
 from ..io import hdf5
 from ..io.batches import Batches
@@ -89,3 +91,22 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
     else:
         model = checkpoints.build_model(parent)
     train_and_save(model, meta, inputs, outputs, params["stage"], params["label"])
+
+
+def validate(start: checkpoints.Checkpoint, config: dict) -> list[str]:
+    """Every stage's problems found without training: names that match nothing, nothing to train,
+    optimizer or scheduler arguments torch rejects (what `stagewise check` reports before a run)."""
+    problems = []
+    for experiment, spec in config["experiments"].items():
+        for index, folder in enumerate(sw_config.stage_dirs(config, experiment)):
+            stage = sw_config.stage_config(config, experiment, index)
+            path = where(f"{experiment}/{folder}")
+            model = checkpoints.build_model(start)
+            try:
+                masks = freezing.entry_masks(model, start.meta.get("new_parameter_masks") or {})
+                selection = freezing.select(model, stage["policy"], start.meta.get("new_parameters", []), masks, path)
+                optimizer = optim.build_optimizer(model, selection.names, stage["training"], path)
+                optim.Schedule(optimizer, stage["training"]["scheduler"], stage["training"]["epochs"], 1, path)
+            except StagewiseError as error:
+                problems.append(str(error))
+    return problems
