@@ -101,3 +101,20 @@ def test_reserved_experiment_names_are_refused():
     config["experiments"]["baselines"] = config["experiments"].pop("fixed")
     with pytest.raises(StagewiseError, match="experiments"):
         sw_config.validate(config)
+
+
+def test_a_config_that_is_not_a_mapping_is_an_error():
+    with pytest.raises(StagewiseError, match="must be a mapping"):
+        sw_config.validate(["data", "model"])
+    config = copy.deepcopy(TINY)
+    config["experiments"] = {"a": ["not", "a", "mapping"]}
+    with pytest.raises(StagewiseError, match=r"config.experiments.a: \['not', 'a', 'mapping'\] is not of type 'object'"):
+        sw_config.validate(config)
+
+
+@pytest.mark.parametrize("name", ["scratch", "pretrained"])
+def test_baseline_names_are_reserved(name):
+    config = copy.deepcopy(TINY)
+    config["experiments"][name] = config["experiments"].pop("fixed")
+    with pytest.raises(StagewiseError, match="experiments"):
+        sw_config.validate(config)

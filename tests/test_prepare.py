@@ -193,3 +193,16 @@ def test_workflow_stops_at_prepare_data_with_the_message(tmp_path):
     assert done.returncode != 0
     assert "t.csv" in done.stderr and "NaN" in done.stderr
     assert not list((tmp_path / "results" / "data" / "target").glob("*.h5"))
+
+
+def test_empty_labels_are_an_error_naming_rows(tmp_path):
+    frame = table(60).astype({"label": object})
+    frame.loc[[7, 12], "label"] = None
+    message = _error(tmp_path, train=_csv(tmp_path, frame))
+    assert "2 samples have no label" in message and "[7, 12]" in message
+
+
+def test_inconsistent_npz_arrays_are_an_error(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "a.npz", X=rng.normal(size=(30, 5)), y=rng.integers(0, 2, 30), feature_names=np.array(["a", "b"]))
+    assert "'feature_names' has 2 names" in _error(tmp_path, train=str(tmp_path / "a.npz"))

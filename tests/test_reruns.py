@@ -206,3 +206,21 @@ def test_a_killed_run_loses_nothing(slow_reference, tmp_path, log, needle):
     snakemake(tmp_path, "--rerun-incomplete")
     assert (tmp_path / "results/metrics.tsv").read_bytes() == (slow_reference / "results/metrics.tsv").read_bytes()
     assert _model_bytes(tmp_path) == _model_bytes(slow_reference)
+
+
+def test_a_changed_data_file_reruns_its_preparation(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = ["label," + ",".join(f"g{j}" for j in range(4))]
+    rows += [f"{'ab'[i % 2]}," + ",".join(f"{v:.3f}" for v in rng.random(4)) for i in range(40)]
+    (tmp_path / "target.csv").write_text("\n".join(rows) + "\n")
+    config = copy.deepcopy(TINY)
+    config["data"]["target"] = {"train": "target.csv", "val_fraction": 0.25, "test_fraction": 0.25}
+    write_config(tmp_path, config)
+    snakemake(tmp_path, "--until", "prepare_data")
+    assert ("prepare_data", "data/target") not in planned(tmp_path)
+    with open(tmp_path / "target.csv", "a") as handle:
+        handle.write("a,0.1,0.2,0.3,0.4\n")
+    assert ("prepare_data", "data/target") in planned(tmp_path)
+    assert ("prepare_data", "data/source") not in planned(tmp_path)

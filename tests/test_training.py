@@ -193,3 +193,18 @@ def test_stage_errors_name_experiment_stage_and_key():
     selection = freezing.select(model, {}, [], {}, "s")
     with pytest.raises(StagewiseError, match=r"experiments.gradual.stages\[1\] \(top\).optimizer.momentm: not an argument of AdamW"):
         optim.build_optimizer(model, selection.names, settings(optimizer={"momentm": 0.9}), where("gradual/2_top"))
+
+
+def test_scheduler_arguments_without_a_scheduler_are_an_error():
+    with pytest.raises(StagewiseError, match=r"\['milestones'\] given but scheduler.name is none"):
+        lrs({"name": "none", "milestones": [5]})
+
+
+def test_auto_mode_minimises_error_metrics():
+    train, val = splits()
+    train.y, val.y = train.X[:, 0].copy(), val.X[:, 0].copy()  # a regression target
+    model = mlp(out_features=1)
+    result = training.fit(model, train, val, settings(epochs=6, optimizer={"lr": 0.05}, early_stopping={"monitor": "val_mae"}),
+                          freezing.Selection({n for n, _ in model.named_parameters()}), "stage", task="regression")
+    errors = [row["val_mae"] for row in result.history]
+    assert result.history[result.best_epoch - 1]["val_mae"] == min(errors) and max(errors) > min(errors)

@@ -30,6 +30,16 @@ def get_pretrained_checkpoint():
     return config["pretrained"]["checkpoint"] or "results/pretrain/model.pt"
 
 
+def get_raw_files(wildcards):
+    """The user's files of a dataset (built-in data such as sklearn:digits has none): a changed file reruns."""
+    spec = config["data"][wildcards.dataset]
+    return [spec[k] for k in ("train", "test") if spec.get(k) and ":" not in spec[k]]
+
+
+def get_feature_names_file():
+    return config["pretrained"]["feature_names"] or []
+
+
 def get_dataset_params(wildcards):
     return sw_config.canonical(config["data"][wildcards.dataset])
 
@@ -66,6 +76,11 @@ def get_scratch_params(wildcards):
     return sw_config.scratch_config(config)
 
 
+def get_evaluation_params():
+    """What evaluate reads of `evaluation` (not `baselines`: the report's business)."""
+    return {k: v for k, v in config["evaluation"].items() if k != "baselines"}
+
+
 def get_eval_model(wildcards):
     if wildcards.model == "start":
         return "results/start/model.pt"
@@ -74,6 +89,8 @@ def get_eval_model(wildcards):
 
 def get_knn_reference():
     """Labelled samples whose latent space kNN label transfer starts from: the source data when there is one."""
+    if config["model"]["task"] != "counts":
+        return []
     dataset = "source" if "source" in config["data"] else "target"
     return f"results/data/{dataset}/train.h5"
 

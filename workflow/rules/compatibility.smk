@@ -30,6 +30,7 @@ rule check_compatibility:
     input:
         checkpoint=get_pretrained_checkpoint(),
         train="results/data/target/train.h5",
+        feature_names=get_feature_names_file(),
     output:
         json="results/compatibility.json",
         txt="results/compatibility.txt",

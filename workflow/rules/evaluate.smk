@@ -23,7 +23,7 @@ rule evaluate:
         mem_mb=get_train_mem_mb,
         runtime=get_eval_runtime,
     params:
-        evaluation=config["evaluation"],
+        evaluation=get_evaluation_params(),
         version=VERSION,
     script:
         "../scripts/evaluate.py"

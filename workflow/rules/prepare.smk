@@ -1,4 +1,6 @@
 rule prepare_data:
+    input:
+        get_raw_files,
     output:
         train="results/data/{dataset}/train.h5",
         val="results/data/{dataset}/val.h5",

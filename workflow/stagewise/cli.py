@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 "provenance": lambda: _provenance(args)}
     try:
         return handlers[args.command]()
-    except StagewiseError as error:
+    except (StagewiseError, OSError) as error:
         print(f"stagewise: error: {error}", file=sys.stderr)
         return 1
 

@@ -29,6 +29,8 @@ def _strip_defaults(schema: Any) -> Any:
 @lru_cache(maxsize=1)
 def schema() -> dict:
     """The config schema; stage entries and pretrain overrides carry no defaults (they inherit)."""
+    if not SCHEMA_PATH.is_file():
+        raise StagewiseError(f"{SCHEMA_PATH} not found: stagewise runs from its repository; install it with `pip install -e .`")
     raw = yaml.safe_load(SCHEMA_PATH.read_text())
     props = raw["properties"]
     stage = props["experiments"]["additionalProperties"]["properties"]["stages"]["items"]
@@ -66,17 +68,24 @@ def _where(error: jsonschema.ValidationError) -> str:
     return "config" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
 
 
+def _mapping(value: Any) -> dict:
+    """`value` if it is a mapping, else empty (the schema then reports what it is)."""
+    return value if isinstance(value, dict) else {}
+
+
 def validate(config: dict, source: str = "config") -> dict:
     """Return a validated copy of `config` with defaults filled in; raise on the first bad key."""
+    if not isinstance(config, dict):
+        raise StagewiseError(f"{source}: the config must be a mapping of keys (data, model, ...), not a {type(config).__name__}")
     config = copy.deepcopy(config)
-    for training in [config.get("training"), (config.get("pretrained") or {}).get("training")]:
+    for training in [config.get("training"), _mapping(config.get("pretrained")).get("training")]:
         if isinstance(training, dict):
             _shorthand(training)
-    for experiment in (config.get("experiments") or {}).values():
-        for stage in (experiment or {}).get("stages") or []:
+    for experiment in _mapping(config.get("experiments")).values():
+        for stage in _mapping(experiment).get("stages") or []:
             if isinstance(stage, dict):
                 _shorthand(stage)
-    for dataset in (config.get("data") or {}).values():
+    for dataset in _mapping(config.get("data")).values():
         if isinstance(dataset, dict) and isinstance(dataset.get("label_map"), dict):
             dataset["label_map"] = {str(k): str(v) for k, v in dataset["label_map"].items()}
     errors = sorted(_Validator(schema()).iter_errors(config), key=lambda e: list(e.absolute_path))

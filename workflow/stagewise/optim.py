@@ -83,6 +83,8 @@ class Schedule:
         self.warmup = round(spec.get("warmup_epochs", 0) * batches)
         self.lr = self._base_lr()
         kwargs = {k: v for k, v in spec.items() if k not in OWN_KEYS}
+        if name == "none" and kwargs:
+            raise StagewiseError(f"{where}.scheduler: {sorted(kwargs)} given but scheduler.name is none; name the scheduler they belong to")
         if name == "OneCycleLR":
             kwargs.setdefault("max_lr", [g["lr"] for g in optimizer.param_groups])
             kwargs.setdefault("total_steps", epochs * (batches if self.interval == "batch" else 1))

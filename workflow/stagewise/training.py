@@ -20,6 +20,7 @@ from tqdm import tqdm
 from . import freezing, optim
 from .errors import StagewiseError
 from .io.batches import Batches, one_hot
+from .metrics import LOWER_IS_BETTER
 from .io.hdf5 import Split
 from .models import tasks
 
@@ -132,7 +133,8 @@ def fit(model: nn.Module, train: Split | Batches, val: Split, training: dict, se
     handles = freezing.freeze_entries(model, selection.masks, optimizer)
     trained = [p for group in optimizer.param_groups for p in group["params"]]
     stop = training["early_stopping"]
-    mode = stop["mode"] if stop["mode"] != "auto" else ("min" if stop["monitor"].endswith("loss") else "max")
+    lower = stop["monitor"].endswith("loss") or stop["monitor"].removeprefix("val_") in LOWER_IS_BETTER
+    mode = stop["mode"] if stop["mode"] != "auto" else ("min" if lower else "max")
     generator = torch.Generator().manual_seed(training["seed"])
     sizes = torch.tensor([min(batch_size, n - s) for s in range(0, n, batch_size)], dtype=torch.float64)
     writer = _tensorboard(tensorboard) if training.get("tensorboard") else None

@@ -135,8 +135,9 @@ def _arrays(path: str, spec: dict, arrays, keys: list[str]) -> Source:
         if key not in keys:
             raise StagewiseError(f"{path}: no array {key!r} ({what}); the file holds {sorted(keys)}")
     X, y = arrays[x_key], arrays[label]
-    if isinstance(X, h5py.Group):
-        raise StagewiseError(f"{path}: {x_key!r} is a group, not an array; name the dataset holding the samples in data.*.x_key")
+    for key, array, what in ((x_key, X, "data.*.x_key"), (label, y, "data.*.label")):
+        if isinstance(array, h5py.Group):
+            raise StagewiseError(f"{path}: {key!r} is a group, not an array; name the dataset in {what}")
     check_numeric(X.dtype, path, f"array {x_key!r}")
     if len(X.shape) < 2 or y.shape[0] != X.shape[0]:
         raise StagewiseError(f"{path}: {x_key!r} has shape {X.shape} and {label!r} has shape {y.shape}; "
@@ -144,6 +145,10 @@ def _arrays(path: str, spec: dict, arrays, keys: list[str]) -> Source:
     names = [_text(n) for n in arrays["feature_names"][()]] if "feature_names" in keys else [
         f"f{i}" for i in range(int(np.prod(X.shape[1:])))]
     ids = np.array([_text(s) for s in arrays["sample_ids"][()]]) if "sample_ids" in keys else None
+    if len(names) not in (X.shape[1], int(np.prod(X.shape[1:]))):
+        raise StagewiseError(f"{path}: 'feature_names' has {len(names)} names but {x_key!r} has shape {X.shape}")
+    if ids is not None and len(ids) != X.shape[0]:
+        raise StagewiseError(f"{path}: 'sample_ids' has {len(ids)} entries but {x_key!r} has {X.shape[0]} samples")
     if len(y.shape) == 1:
         return Source(path, names, X.shape[1:], X.shape[0], array_blocks(X), as_labels(y[()]), sample_ids=ids)
     check_numeric(y.dtype, path, f"per-position labels {label!r}")

@@ -10,7 +10,7 @@ from torch import nn
 from .. import checkpoints, models, surgery
 from ..config import derive_seed
 from ..errors import StagewiseError
-from ..files import write_json, write_text
+from ..files import sha256_json, write_json, write_text
 from ..io import hdf5
 from ..models import tasks
 
@@ -308,6 +308,8 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
     print(text, end="")
     if start is None:
         raise StagewiseError(text)
-    checkpoints.save(outputs["model"], start.state_dict, start.meta | checkpoints.lineage(inputs["checkpoint"]))
+    config_sha256 = sha256_json({key: params[key] for key in ("model", "pretrained", "seed")})
+    checkpoints.save(outputs["model"], start.state_dict,
+                     start.meta | checkpoints.lineage(inputs["checkpoint"]) | {"config_sha256": config_sha256, "label": "start"})
     write_json(outputs["json"], report)
     write_text(outputs["txt"], text)

@@ -27,7 +27,7 @@ def predict(model: nn.Module, test: hdf5.Split, meta: dict, inputs: dict) -> dic
     task = meta.get("task", "classification")
     output = _outputs(model, test, meta)
     data = tasks.predictions(task, output, test.X) | {"labels": tasks.labels(task, output, test.y)}
-    if task == "counts" and test.label_names and "reference" in inputs:
+    if task == "counts" and test.label_names and inputs.get("reference"):
         reference = surgery.align(hdf5.read(inputs["reference"]), meta["feature_names"], meta.get("padded_features", []))
         latent = _outputs(model, reference, meta)["z_mean"].numpy()
         known, query = np.array(reference.label_names)[reference.y], np.array(test.label_names)[test.y]

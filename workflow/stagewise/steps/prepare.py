@@ -38,6 +38,10 @@ def _select(source: Source, spec: dict, where: str) -> tuple[np.ndarray, np.ndar
             raise StagewiseError(f"{where}: data.*.classes and label_map need one label per sample; this file has per-position labels")
         return keep, None
     labels = source.labels[keep]
+    empty = np.flatnonzero(np.isin(labels, ["", "nan", "None", "<NA>"]))
+    if len(empty):
+        raise StagewiseError(f"{where}: {len(empty)} samples have no label (first rows {keep[empty[:5]].tolist()}); "
+                             "fill them in or drop those rows")
     if spec["classes"] is not None:
         wanted = {str(c) for c in spec["classes"]}
         absent = sorted(wanted - set(labels))
