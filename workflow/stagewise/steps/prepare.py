@@ -148,7 +148,7 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
     with ExitStack() as stack:
         scratch = Path(outputs["summary"]).parent
         sources = {k: stack.enter_context(readers.open_source(path, spec, scratch)) for k, path in files.items()}
-        selected = {k: _select(s, spec, wheres[k]) for k, s in sources.items()}
+        selected = {k: _select(s, spec if k == "train" else {**spec, "rows": None}, wheres[k]) for k, s in sources.items()}
         train = sources["train"]
         for k, source in sources.items():
             dupes = [n for n, count in Counter(source.feature_names).items() if count > 1]
