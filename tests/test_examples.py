@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from conftest import REPO, snakemake
-from stagewise import checkpoints, cli, config
+from stagewise import checkpoints, cli, config, training
 from stagewise.errors import StagewiseError
 from stagewise.io import hdf5
 from stagewise.steps import evaluate
@@ -156,8 +156,11 @@ def test_scarches_surgery_trains_only_new_columns_and_keeps_the_reference_latent
         assert torch.equal(old[:, :-2], new[:, :-2]) and not torch.equal(old[:, -2:], new[:, -2:])
     others = [k for k in start.state_dict if not k.endswith(("0.linear.weight", "num_batches_tracked"))]
     assert all(torch.equal(start.state_dict[k], after.state_dict[k]) for k in others)
-    reference = hdf5.read(results / "data/source/train.h5")
-    latents = [evaluate._outputs(checkpoints.build_model(c), reference, c.meta)["z_mean"] for c in (start, after)]
+    latents = []
+    for ckpt in (start, after):
+        reference = evaluate.batches(str(results / "data/source/train.h5"), ckpt.meta)
+        latents.append(training.predict_stream(checkpoints.build_model(ckpt), reference)[0]["z_mean"])
+        reference.close()
     assert torch.equal(*latents)  # the reference atlas does not move
     scores = json.loads((results / "surgery/stages/1_new/test_metrics.json").read_text())["metrics"]
     assert 0 <= scores["knn_accuracy"] <= 1 and scores["nll"] > 0

@@ -129,3 +129,29 @@ def test_training_from_a_streamed_file_learns_and_matches_in_memory(tmp_path, mo
         histories.append([(r["train_loss"], r["val_loss"]) for r in result.history])
     assert histories[0] == histories[1]
     assert result.history[-1]["val_accuracy"] > 0.9
+
+
+def test_evaluate_and_validation_stream_the_split_never_reading_it_whole(tiny_run, tmp_path, monkeypatch):
+    import json
+
+    from stagewise.io import hdf5 as hdf5_module
+    from stagewise.steps import evaluate, finetune
+
+    def whole_read(path):
+        raise AssertionError(f"{path} was read whole")
+
+    monkeypatch.setattr(hdf5_module, "read", whole_read)
+    results = tiny_run / "results"
+    model = results / "gradual/stages/1_head/model_best.pt"
+    outputs = {"metrics": str(tmp_path / "m.json"), "predictions": str(tmp_path / "p.h5")}
+    params = {"evaluation": {"metrics": None, "top_k": [1], "bootstrap": 0, "seed": 0}}
+    evaluate.run({"model": str(model), "test": str(results / "data/target/test.h5")}, outputs, params)
+    expected = json.loads((model.parent / "test_metrics.json").read_text())["metrics"]
+    assert json.loads((tmp_path / "m.json").read_text())["metrics"]["accuracy"] == expected["accuracy"]
+    stage = json.loads((model.parent / "stage.json").read_text())["effective_config"]
+    files = {k: str(tmp_path / f"{k}.out") for k in ("best", "last", "history", "stage")}
+    inputs = {"model": str(results / "start/model.pt"), "train": str(results / "data/target/train.h5"),
+              "val": str(results / "data/target/val.h5")}
+    finetune.run(inputs, files, {"stage": stage, "init": "parent", "label": "gradual/1_head"})
+    assert (tmp_path / "history.out").read_text().splitlines()[1].split("\t")[:5] == \
+        (model.parent / "history.tsv").read_text().splitlines()[1].split("\t")[:5]

@@ -82,6 +82,21 @@ def predict(model: nn.Module, X: torch.Tensor, batch_size: int, precision: str =
     return tasks.collect(out)
 
 
+def predict_stream(model: nn.Module, batches: Batches, precision: str = "fp32",
+                   keep_inputs: bool = False) -> tuple[torch.Tensor | dict[str, torch.Tensor], torch.Tensor | None]:
+    """Outputs of `model` over a prepared split read block by block in file order, and its inputs if asked
+    (count likelihoods need them); memory holds the outputs, not the features."""
+    device = next(model.parameters()).device
+    model.eval()
+    out, xs = [], []
+    with torch.no_grad(), _autocast(precision, device):
+        for xb, cb, _ in batches.epoch(0, device):
+            out.append(tasks.apply(_forward(model, xb, cb), lambda t: t.float().cpu()))
+            if keep_inputs:
+                xs.append(xb.cpu())
+    return tasks.collect(out), (torch.cat(xs) if keep_inputs else None)
+
+
 def _resident(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
     if tensor is None or device.type == "cpu" or tensor.nbytes > RESIDENT_BYTES:
         return tensor
@@ -106,15 +121,24 @@ def _clone(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _val_row(model: nn.Module, val: Split, xv: tuple, loss_fn: tasks.TaskLoss, training: dict, device: torch.device,
-             task: str) -> dict:
-    outputs = predict(model, xv[0], training["batch_size"], training["precision"], xv[1])
-    row = {"val_loss": float(loss_fn(tasks.apply(outputs, lambda t: t.to(device)), xv[2].to(device), xv[0].to(device), None))}
+def _val_outputs(model: nn.Module, val: Split | Batches, categories: dict | None, training: dict, task: str) -> tuple:
+    """Validation outputs, targets and inputs (None unless the loss needs them): streamed from the file, or a Split in RAM."""
+    if isinstance(val, Batches):
+        outputs, x = predict_stream(model, val, training["precision"], keep_inputs=task == "counts")
+        return outputs, torch.from_numpy(val.y), x
+    x = torch.from_numpy(val.X)
+    return predict(model, x, training["batch_size"], training["precision"], covariate_inputs(val, categories)), torch.from_numpy(val.y), x
+
+
+def _val_row(model: nn.Module, val: Split | Batches, categories: dict | None, loss_fn: tasks.TaskLoss, training: dict,
+             device: torch.device, task: str) -> dict:
+    outputs, y, x = _val_outputs(model, val, categories, training, task)
+    row = {"val_loss": float(loss_fn(tasks.apply(outputs, lambda t: t.to(device)), y.to(device), None if x is None else x.to(device), None))}
     scores = tasks.validation_metrics(task, outputs, val.y, val.label_names)
     return row | {f"val_{k}": v for k, v in scores.items()}
 
 
-def fit(model: nn.Module, train: Split | Batches, val: Split, training: dict, selection: freezing.Selection, where: str,
+def fit(model: nn.Module, train: Split | Batches, val: Split | Batches, training: dict, selection: freezing.Selection, where: str,
         categories: dict | None = None, tensorboard: Path | None = None, task: str = "classification") -> Result:
     """Train the selected parameters of `model`; keep the best state by the monitored metric."""
     seed_everything(training["seed"])
@@ -123,7 +147,6 @@ def fit(model: nn.Module, train: Split | Batches, val: Split, training: dict, se
     freezing.set_trainable(model, selection.names)
     streamed = isinstance(train, Batches)  # a prepared file read block by block (io.batches), else a Split in RAM
     data = None if streamed else tuple(_resident(t, device) for t in (torch.from_numpy(train.X), covariate_inputs(train, categories), torch.from_numpy(train.y)))
-    xv = (torch.from_numpy(val.X), covariate_inputs(val, categories), torch.from_numpy(val.y))
     n, batch_size, epochs = len(train.y), training["batch_size"], training["epochs"]
     n_batches = math.ceil(n / batch_size)
     optimizer = optim.build_optimizer(model, selection.names, training, where)
@@ -174,7 +197,7 @@ def fit(model: nn.Module, train: Split | Batches, val: Split, training: dict, se
         hooks = []
         row = {"epoch": epoch, "lr": schedule.lr, "train_loss": float((values * sizes).sum() / n)}
         schedule.end_epoch()
-        row |= _val_row(model, val, xv, loss_fn, training, device, task)
+        row |= _val_row(model, val, categories, loss_fn, training, device, task)
         row |= {"seconds": round(time.perf_counter() - started, 4), "samples_per_s": round(n / train_seconds, 1)}
         result.history.append(row)
         bar.set_postfix(train_loss=f"{row['train_loss']:.4g}", val_loss=f"{row['val_loss']:.4g}", refresh=False)

@@ -119,6 +119,11 @@ class Batches:
                 None if c is None else c.to(device, non_blocking=True),
                 torch.from_numpy(np.ascontiguousarray(y)).to(device, non_blocking=True))
 
+    @property
+    def sample_ids(self) -> list[str]:
+        """The split's sample ids, in file order (the order of an unshuffled epoch)."""
+        return hdf5.sample_ids(self._h5)
+
     def close(self) -> None:
         """Close the file."""
         self._h5.close()

@@ -146,6 +146,11 @@ def n_samples(h5: h5py.File) -> int:
     return len(h5["y"])
 
 
+def sample_ids(h5: h5py.File) -> list[str]:
+    """The sample ids of an open split file."""
+    return _strings(h5["sample_ids"][()])
+
+
 def read_rows(h5: h5py.File, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Rows `start:stop` as dense float32 features, label codes and covariate codes."""
     X = h5["X"]
@@ -166,10 +171,3 @@ def read(path: str | Path) -> Split:
         info, n = layout(h5), n_samples(h5)
         X, y, covariates = read_rows(h5, 0, n)
         return Split(X, y, info.feature_names, info.label_names, _strings(h5["sample_ids"][()]), covariates, info.categories)
-
-
-def read_names(path: str | Path) -> tuple[list[str], list[str]]:
-    """Feature and label names of a prepared split, without loading the data."""
-    with open_split(path) as h5:
-        info = layout(h5)
-        return info.feature_names, info.label_names

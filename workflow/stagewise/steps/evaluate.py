@@ -4,33 +4,36 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
-import torch
 from torch import nn
 
-from .. import bootstrap, checkpoints, metrics, surgery, training
+from .. import bootstrap, checkpoints, metrics, training
 from ..files import atomic_path, sha256_file, write_json
-from ..io import hdf5
+from ..io.batches import Batches
 from ..models import tasks
 
 PROVENANCE = ["architecture", "task", "label", "epoch", "config_sha256", "data_sha256", "parent", "parent_sha256",
               "stagewise_version", "torch_version", "python_version"]
 
 
-def _outputs(model: nn.Module, split: hdf5.Split, meta: dict) -> torch.Tensor | dict[str, torch.Tensor]:
-    covariates = training.covariate_inputs(split, meta.get("categories"))
-    return training.predict(model, torch.from_numpy(split.X), batch_size=256, covariates=covariates)
+def batches(path: str, meta: dict) -> Batches:
+    """A prepared split streamed in file order, its features in the model's order."""
+    return Batches(path, 256, feature_names=meta["feature_names"], categories=meta.get("categories"),
+                   fill=meta.get("padded_features", []))
 
 
-def predict(model: nn.Module, test: hdf5.Split, meta: dict, inputs: dict) -> dict:
+def predict(model: nn.Module, test: Batches, meta: dict, inputs: dict) -> dict:
     """The prediction arrays of the test split (`models.tasks`); counts with labels add kNN label transfer
     from the `reference` split's latent space (labels matched by name)."""
     task = meta.get("task", "classification")
-    output = _outputs(model, test, meta)
-    data = tasks.predictions(task, output, test.X) | {"labels": tasks.labels(task, output, test.y)}
+    output, x = training.predict_stream(model, test, keep_inputs=task == "counts")
+    data = tasks.predictions(task, output, x) | {"labels": tasks.labels(task, output, test.y)}
     if task == "counts" and test.label_names and inputs.get("reference"):
-        reference = surgery.align(hdf5.read(inputs["reference"]), meta["feature_names"], meta.get("padded_features", []))
-        latent = _outputs(model, reference, meta)["z_mean"].numpy()
-        known, query = np.array(reference.label_names)[reference.y], np.array(test.label_names)[test.y]
+        reference = batches(inputs["reference"], meta)
+        try:
+            latent = training.predict_stream(model, reference)[0]["z_mean"].numpy()
+            known, query = np.array(reference.label_names)[reference.y], np.array(test.label_names)[test.y]
+        finally:
+            reference.close()
         data["knn_correct"] = metrics.knn_hits(latent, known, data["latent"], query)
     return data
 
@@ -51,13 +54,13 @@ def bootstrap_options(task: str, names: list[str], top_k: list[int]) -> dict:
     return {"classification": {"top_k": top_k}, "sequence_labeling": {"names": names}}.get(task, {})
 
 
-def _write_predictions(path: str, data: dict, test: hdf5.Split, task: str) -> None:
+def _write_predictions(path: str, data: dict, sample_ids: list[str], label_names: list[str], task: str) -> None:
     strings = h5py.string_dtype("utf-8")
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         for name, array in data.items():
             h5.create_dataset(name, data=np.asarray(array))
-        h5.create_dataset("sample_ids", data=test.sample_ids, dtype=strings)
-        h5.create_dataset("label_names", data=test.label_names, dtype=strings)
+        h5.create_dataset("sample_ids", data=sample_ids, dtype=strings)
+        h5.create_dataset("label_names", data=label_names, dtype=strings)
         h5.attrs["task"] = task
 
 
@@ -65,8 +68,12 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
     """Predict the test split with the checkpoint, score it with bootstrap intervals, write both files."""
     ckpt = checkpoints.load(inputs["model"])
     task = tasks.get(ckpt.meta.get("task", "classification")).name
-    test = surgery.align(hdf5.read(inputs["test"]), ckpt.meta["feature_names"], ckpt.meta.get("padded_features", []))
-    data = predict(checkpoints.build_model(ckpt), test, ckpt.meta, inputs)
+    test = batches(inputs["test"], ckpt.meta)
+    try:
+        data = predict(checkpoints.build_model(ckpt), test, ckpt.meta, inputs)
+        sample_ids = test.sample_ids
+    finally:
+        test.close()
     evaluation, names = params["evaluation"], test.label_names
     scores = metrics.select(score(task, data, names, evaluation["top_k"]), evaluation["metrics"], task)
     resamples, seed = evaluation["bootstrap"], evaluation["seed"]
@@ -80,5 +87,5 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
     if task == "classification":
         result["per_class"] = metrics.per_class(data["labels"], data["probabilities"], names)
         result["confusion"] = metrics.confusion(data["labels"], data["predictions"], names)
-    _write_predictions(outputs["predictions"], data, test, task)
+    _write_predictions(outputs["predictions"], data, sample_ids, names, task)
     write_json(outputs["metrics"], result)

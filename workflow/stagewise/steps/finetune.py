@@ -10,11 +10,10 @@ from pathlib import Path
 
 from torch import nn
 
-from .. import checkpoints, freezing, models, optim, surgery, training
+from .. import checkpoints, freezing, models, optim, training
 from .. import config as sw_config
 from ..errors import StagewiseError
 from ..files import sha256_file, sha256_json, write_json, write_text
-from ..io import hdf5
 from ..io.batches import Batches
 
 
@@ -44,7 +43,8 @@ def train_and_save(model: nn.Module, meta: dict, inputs: dict, outputs: dict, st
     padded = meta.get("padded_features", [])
     train = Batches(inputs["train"], stage["training"]["batch_size"], shuffle=True, seed=stage["training"]["seed"],
                     feature_names=meta["feature_names"], categories=meta.get("categories"), fill=padded)
-    val = surgery.align(hdf5.read(inputs["val"]), meta["feature_names"], padded)
+    val = Batches(inputs["val"], stage["training"]["batch_size"], feature_names=meta["feature_names"],
+                  categories=meta.get("categories"), fill=padded)
     board = Path(outputs["stage"]).parent / "tensorboard"
     shutil.rmtree(board, ignore_errors=True)  # a rerun's event files replace the previous run's
     try:
@@ -52,6 +52,7 @@ def train_and_save(model: nn.Module, meta: dict, inputs: dict, outputs: dict, st
                               meta.get("task", "classification"))
     finally:
         train.close()
+        val.close()
     provenance = {
         "config_sha256": sha256_json(stage),
         "data": inputs["train"],
