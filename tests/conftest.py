@@ -47,12 +47,17 @@ def write_config(folder: Path, config: dict) -> Path:
     return path
 
 
+def snakemake_command(workdir: Path, *args: str, cores: int = 2) -> list[str]:
+    """The real snakemake on the repo's Snakefile in `workdir` with `workdir/config.yaml`."""
+    return [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(workdir / "config.yaml"), "--cores", str(cores), *args]
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the real snakemake on the repo's Snakefile in `workdir` with `workdir/config.yaml`."""
-    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    """Run `snakemake_command` and fail with its output tail unless it succeeds (or `check` is off)."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    done = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
+    done = subprocess.run(snakemake_command(workdir, *args), cwd=workdir, capture_output=True, text=True,
+                          timeout=timeout, env=env)
     if check and done.returncode != 0:
         raise AssertionError(f"snakemake failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}")
     return done
@@ -65,10 +70,14 @@ def tiny_config() -> dict:
     return copy.deepcopy(TINY)
 
 
+def complete_run(workdir: Path, config: dict) -> Path:
+    """`workdir` after a complete run of `config`."""
+    write_config(workdir, config)
+    snakemake(workdir)
+    return workdir
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """One complete run of the tiny config, shared by the tests that only read its outputs."""
-    workdir = tmp_path_factory.mktemp("tiny_run")
-    write_config(workdir, TINY)
-    snakemake(workdir)
-    return workdir
+    return complete_run(tmp_path_factory.mktemp("tiny_run"), TINY)

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, SNAKEMAKE, TINY, snakemake, write_config
+from conftest import SNAKEMAKE, TINY, complete_run, snakemake, snakemake_command, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -154,17 +154,12 @@ SLOW["experiments"] = {"gradual": TINY["experiments"]["gradual"]}
 
 @pytest.fixture(scope="module")
 def slow_reference(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("slow_reference")
-    write_config(workdir, SLOW)
-    snakemake(workdir)
-    return workdir
+    return complete_run(tmp_path_factory.mktemp("slow_reference"), SLOW)
 
 
 def _kill_when(workdir: Path, log: str, needle: str) -> None:
     """Start snakemake; kill -9 it and its jobs once `log` contains `needle`."""
-    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "1"]
-    process = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(snakemake_command(workdir, cores=1), cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     path = workdir / log
     try:
