@@ -4,10 +4,13 @@
 
 Writes a stagewise checkpoint of an MLP (8192 features, 4 hidden layers) of about --gib GiB, a small
 .npz target with the same feature names and a config that replaces the head, under --folder (deleted
-afterwards). Then times whole processes in turn, A B A B ...: A = `stagewise check --config`, B =
-`python -c "torch.load(path, mmap=True, weights_only=True)"`, after one unmeasured warm-up each, so
-both read the file from the page cache. Prints the median seconds and the median of the pairwise
-ratios, then an in-process breakdown (one process, no start-up) for the record.
+afterwards). Then times whole processes in turn, A B C D A B C D ...: A = `stagewise check --config`,
+B = `python -c "torch.load(path, mmap=True, weights_only=True)"`, and for the record C = the same
+load plus one AdamW (torch imports its compiler, torch._dynamo, on the first optimizer; `stagewise
+check` builds every stage's optimizer) and D = the checkpoint checks alone (what `stagewise check`
+runs before it validates the stages), after one unmeasured warm-up each, so all read the file from
+the page cache. Prints the median seconds and the median of the ratios to B within each round,
+then an in-process breakdown (one process, no start-up).
 """
 
 from __future__ import annotations
@@ -27,6 +30,18 @@ import torch
 import yaml
 
 WIDTH = 8192
+CHECKS_ONLY = """
+import tempfile
+from stagewise import config
+from stagewise.steps import compatibility, prepare
+cfg = config.load('config.yaml')
+with tempfile.TemporaryDirectory() as tmp:
+    out = {k: f'{tmp}/{k}.h5' for k in ('train', 'val', 'test', 'summary')}
+    prepare.run({}, out, {'dataset': cfg['data']['target'], 'name': 'target', 'split': False})
+    report, start = compatibility.check('big.pt', out['train'], cfg['model'], cfg['pretrained'], 0)
+assert start is not None
+print(compatibility.render(report))
+"""
 
 
 def _write_project(folder: Path, gib: float) -> Path:
@@ -71,7 +86,7 @@ def _in_process(folder: Path) -> dict[str, float]:
     os.chdir(folder)  # the config's paths are relative to it, as for the CLI
     cfg = sw_config.load("config.yaml")
     splits = {k: str(folder / f"{k}.h5") for k in ("train", "val", "test")}
-    prepare.run({}, {**splits, "summary": str(folder / "summary.json")}, {"dataset": cfg["data"]["target"], "name": "target"})
+    prepare.run({}, {**splits, "summary": str(folder / "summary.json")}, {"dataset": cfg["data"]["target"], "name": "target", "split": False})
     out = {}
     started = time.perf_counter()
     torch.load(folder / "big.pt", mmap=True, weights_only=True)
@@ -93,18 +108,23 @@ def main() -> None:
     try:
         config = _write_project(folder, args.gib)
         size = (folder / "big.pt").stat().st_size
-        check = [str(Path(sys.executable).with_name("stagewise")), "check", "--config", config.name]
-        load = [sys.executable, "-c", "import torch; torch.load('big.pt', mmap=True, weights_only=True)"]
-        _seconds(check, folder), _seconds(load, folder)  # warm-up: page cache, .pyc files
-        pairs = [(_seconds(check, folder), _seconds(load, folder)) for _ in range(args.pairs)]
-        print(f"checkpoint: {size / 2**30:.2f} GiB, {args.pairs} pairs; whole processes, median (min-max) seconds")
-        print("| command | wall s | CPU s |\n|---|---|---|")
-        for name, i in (("stagewise check --config config.yaml", 0), ("python -c 'torch.load(mmap=True)'", 1)):
-            wall, cpu = ([p[i][k] for p in pairs] for k in (0, 1))
+        load = "import torch; torch.load('big.pt', mmap=True, weights_only=True)"
+        commands = {
+            "stagewise check --config config.yaml": [str(Path(sys.executable).with_name("stagewise")), "check", "--config", config.name],
+            "torch.load(mmap=True)": [sys.executable, "-c", load],
+            "torch.load(mmap=True) + AdamW": [sys.executable, "-c", load + "; torch.optim.AdamW([torch.zeros(1)])"],
+            "checkpoint checks alone": [sys.executable, "-c", CHECKS_ONLY],
+        }
+        for cmd in commands.values():
+            _seconds(cmd, folder)  # warm-up: page cache, .pyc files
+        rounds = [{name: _seconds(cmd, folder) for name, cmd in commands.items()} for _ in range(args.pairs)]
+        print(f"checkpoint: {size / 2**30:.2f} GiB, {args.pairs} rounds; whole processes, median (min-max) seconds")
+        print("| command | wall s | CPU s | ratio to torch.load, wall | CPU |\n|---|---|---|---|---|")
+        for name in commands:
+            wall, cpu = ([r[name][k] for r in rounds] for k in (0, 1))
+            ratios = [statistics.median(r[name][k] / r["torch.load(mmap=True)"][k] for r in rounds) for k in (0, 1)]
             print(f"| `{name}` | {statistics.median(wall):.2f} ({min(wall):.2f}-{max(wall):.2f}) "
-                  f"| {statistics.median(cpu):.2f} ({min(cpu):.2f}-{max(cpu):.2f}) |")
-        for k, what in ((0, "wall"), (1, "CPU")):
-            print(f"ratio check / torch.load(mmap=True), {what}: median of pairs {statistics.median(a[k] / b[k] for a, b in pairs):.2f}")
+                  f"| {statistics.median(cpu):.2f} ({min(cpu):.2f}-{max(cpu):.2f}) | {ratios[0]:.2f} | {ratios[1]:.2f} |")
         print("\nin one process (no interpreter start-up):")
         for name, seconds in _in_process(folder).items():
             print(f"  {name}: {seconds:.3f} s")

@@ -327,6 +327,17 @@ def test_cli_check_exit_codes(tmp_path, monkeypatch, capsys):
     assert "ck.pt: checkpoint file not found" in capsys.readouterr().err
 
 
+def test_cli_check_costs_a_load_not_a_training_start(tmp_path, monkeypatch):
+    """`stagewise check` neither imports scikit-learn (the workflow's split, metrics) nor builds weights for the stages."""
+    monkeypatch.chdir(tmp_path)
+    write_config(tmp_path, user_project(tmp_path))
+    code = ("import sys; from stagewise import checkpoints, cli; checkpoints.build_model = None; "
+            "rc = cli.main(['check', '--config', 'config.yaml']); print(rc, sorted(m for m in sys.modules if m.startswith('sklearn')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "0 []"
+
+
 def test_cli_check_validates_every_stage_before_a_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     config = user_project(tmp_path)

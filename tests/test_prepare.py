@@ -30,13 +30,13 @@ def table(n: int, seed: int = 0, batch: bool = False) -> pd.DataFrame:
     return frame
 
 
-def prepare_dataset(folder: Path, **spec) -> tuple[dict[str, hdf5.Split], dict]:
+def prepare_dataset(folder: Path, split: bool = True, **spec) -> tuple[dict[str, hdf5.Split], dict]:
     """Run the prepare_data step on `spec` (defaults filled by the schema); return the splits and summary."""
     full = {"data": {"target": spec}, "model": {}, "pretrained": {"checkpoint": "model.pt"},
             "experiments": {"e": {"stages": [{"name": "s"}]}}}
     dataset = config.validate(full, source="test")["data"]["target"]
     outputs = {k: str(folder / "out" / f"{k}.h5") for k in SPLITS} | {"summary": str(folder / "out" / "summary.json")}
-    prepare.run({}, outputs, {"dataset": dataset, "name": "target"})
+    prepare.run({}, outputs, {"dataset": dataset, "name": "target", "split": split})
     return {k: hdf5.read(outputs[k]) for k in SPLITS}, json.loads(Path(outputs["summary"]).read_text())
 
 
@@ -63,6 +63,18 @@ def test_splits_are_stratified_seeded_and_recorded(tmp_path):
     assert other["val"].sample_ids != splits["val"].sample_ids
     with h5py.File(tmp_path / "out" / "train.h5") as h5:
         assert h5.attrs["split"] == "train" and h5.attrs["source_sha256"] == summary["source_sha256"]
+
+
+def test_without_split_every_selected_row_is_train(tmp_path):
+    """What `stagewise check` reads: the same names, labels and categories as the split workflow file, all rows in train."""
+    path = _csv(tmp_path, table(90, batch=True))
+    splits, summary = prepare_dataset(tmp_path, split=False, train=path, covariates=["batch"], classes=["a", "b"])
+    split_workflow, workflow_summary = prepare_dataset(tmp_path / "w", train=path, covariates=["batch"], classes=["a", "b"])
+    kept = pd.read_csv(path)["label"].isin(["a", "b"])
+    assert summary["samples"] == {"train": int(kept.sum()), "val": 0, "test": 0}
+    assert sorted(splits["train"].sample_ids) == sorted(i for s in split_workflow.values() for i in s.sample_ids)
+    for key in ("label_names", "categories", "n_features", "source_sha256"):
+        assert summary[key] == workflow_summary[key]
 
 
 def test_separate_test_file(tmp_path):

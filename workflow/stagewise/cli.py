@@ -17,7 +17,7 @@ SNAKEFILE = REPO / "Snakefile"
 
 
 def _check(args: argparse.Namespace) -> int:
-    """Prepare the target data if needed and run the compatibility check; print the report."""
+    """Read the target data (no split), check the checkpoint against it, validate every stage; print the report."""
     from .steps import compatibility, finetune, prepare
 
     cfg = sw_config.load(args.config)
@@ -27,7 +27,7 @@ def _check(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         splits = {k: f"{tmp}/{k}.h5" for k in ("train", "val", "test")}
         prepare.run({}, {**splits, "summary": f"{tmp}/summary.json"}, {"dataset": cfg["data"]["target"], "name": "target",
-                                                                   "task": cfg["model"]["task"]})
+                                                                   "task": cfg["model"]["task"], "split": False})
         report, start = compatibility.check(checkpoint, splits["train"], cfg["model"], cfg["pretrained"], cfg["training"]["seed"])
     print(compatibility.render(report), end="")
     if start is None:

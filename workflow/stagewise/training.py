@@ -20,7 +20,6 @@ from tqdm import tqdm
 from . import freezing, optim
 from .errors import StagewiseError
 from .io.batches import Batches, one_hot
-from .metrics import LOWER_IS_BETTER
 from .io.hdf5 import Split
 from .models import tasks
 
@@ -155,6 +154,8 @@ def fit(model: nn.Module, train: Split | Batches, val: Split | Batches, training
     loss_fn = tasks.loss(task, training["loss"], train.y, n_classes, device, getattr(model, "likelihood", "nb"), f"{where}.loss")
     handles = freezing.freeze_entries(model, selection.masks, optimizer)
     trained = [p for group in optimizer.param_groups for p in group["params"]]
+    from .metrics import LOWER_IS_BETTER  # scikit-learn: kept off the `stagewise check` path
+
     stop = training["early_stopping"]
     lower = stop["monitor"].endswith("loss") or stop["monitor"].removeprefix("val_") in LOWER_IS_BETTER
     mode = stop["mode"] if stop["mode"] != "auto" else ("min" if lower else "max")

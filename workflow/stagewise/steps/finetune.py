@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from .. import checkpoints, freezing, models, optim, training
@@ -98,11 +99,12 @@ def validate(start: checkpoints.Checkpoint, config: dict) -> list[str]:
     """Every stage's problems found without training: names that match nothing, nothing to train,
     optimizer or scheduler arguments torch rejects (what `stagewise check` reports before a run)."""
     problems = []
+    with torch.device("meta"):  # names and shapes only: no weights initialised, copied or allocated
+        model = models.build(start.meta["architecture"], start.meta["params"])
     for experiment, spec in config["experiments"].items():
         for index, folder in enumerate(sw_config.stage_dirs(config, experiment)):
             stage = sw_config.stage_config(config, experiment, index)
             path = where(f"{experiment}/{folder}")
-            model = checkpoints.build_model(start)
             try:
                 masks = freezing.entry_masks(model, start.meta.get("new_parameter_masks") or {})
                 selection = freezing.select(model, stage["policy"], start.meta.get("new_parameters", []), masks, path)

@@ -7,7 +7,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from ..errors import StagewiseError
 from ..files import sha256_file, sha256_json, write_json
@@ -63,6 +62,7 @@ def _select(source: Source, spec: dict, where: str) -> tuple[np.ndarray, np.ndar
 def _stratified(pool: np.ndarray, codes: np.ndarray | None, fraction: float, seed: int, what: str,
                 names: list[str], where: str) -> tuple[np.ndarray, np.ndarray]:
     """Split `pool` into (rest, held out), stratified by label codes when there are any."""
+    from sklearn.model_selection import train_test_split  # kept off the `stagewise check` path, which does not split
     if codes is not None:
         counts = np.bincount(codes[pool], minlength=len(names))
         small = {names[c]: int(n) for c, n in enumerate(counts) if 0 < n < 2}
@@ -141,7 +141,11 @@ def _codes(values: np.ndarray, names: list[str]) -> np.ndarray:
 
 
 def run(inputs: dict, outputs: dict, params: dict) -> None:
-    """Read `params['dataset']['train']` (and `test`), split, and write the three splits and summary."""
+    """Read `params['dataset']['train']` (and `test`), split, and write the three splits and summary.
+
+    With `params['split']` false every selected row of the train file goes to train (what `stagewise
+    check` needs: names, labels, categories and clean values, without scikit-learn's import).
+    """
     spec, name = params["dataset"], params["name"]
     files = {"train": spec["train"]} | ({"test": spec["test"]} if spec["test"] else {})
     wheres = {k: f"data.{name} ({path})" for k, path in files.items()}
@@ -175,7 +179,8 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
                  else _full_codes(s.n, *selected[k], label_names) for k, s in sources.items()}
         categories = {c: sorted({str(v) for s in sources.values() for v in s.covariates[c]}, key=_natural) for c in spec["covariates"]}
         covariates = {k: {c: _codes(v, categories[c]) for c, v in s.covariates.items()} for k, s in sources.items()}
-        assign = _assign(sources, selected, {k: None for k in codes} if regression else codes, spec, label_names, wheres["train"])
+        assign = _assign(sources, selected, {k: None for k in codes} if regression else codes, spec, label_names, wheres["train"],
+                         params.get("split", True))
         layout = hdf5.Layout(train.feature_names, label_names, tuple(train.feature_shape),
                              train.label_shape, train.sparse, categories, "float32" if regression else "int64")
         hashes = {k: path if path.startswith("sklearn:") else sha256_file(path) for k, path in files.items()}
@@ -237,13 +242,25 @@ def _full_codes(n: int, keep: np.ndarray, labels: np.ndarray, label_names: list[
     return codes
 
 
-def _assign(sources: dict, selected: dict, codes: dict, spec: dict, names: list[str], where: str) -> dict[str, np.ndarray]:
+def _assign(sources: dict, selected: dict, codes: dict, spec: dict, names: list[str], where: str,
+            split: bool) -> dict[str, np.ndarray]:
     """For every row of each file, the split it goes to (0 train, 1 val, 2 test, -1 dropped)."""
-    keep = selected["train"][0]
+    pool = selected["train"][0]
     assign = {k: np.full(s.n, -1, np.int8) for k, s in sources.items()}
     if "test" in sources:
         assign["test"][selected["test"][0]] = 2
-        pool = keep
+    if not split:
+        assign["train"][pool] = 0
+        return assign
+    if "test" not in sources:
+        pool, test = _stratified(pool, codes["train"], spec["test_fraction"], spec["seed"], "test", names, where)
+        assign["train"][test] = 2
+    train, val = _stratified(pool, codes["train"], spec["val_fraction"], spec["seed"], "validation", names, where)
+    assign["train"][val] = 1
+    assign["train"][_per_class(train, codes["train"], spec["train_per_class"], spec["seed"])] = 0
+    return assign
+    if "test" in sources:
+        pass
     else:
         pool, test = _stratified(keep, codes["train"], spec["test_fraction"], spec["seed"], "test", names, where)
         assign["train"][test] = 2
