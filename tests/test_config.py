@@ -118,3 +118,21 @@ def test_baseline_names_are_reserved(name):
     config["experiments"][name] = config["experiments"].pop("fixed")
     with pytest.raises(StagewiseError, match="experiments"):
         sw_config.validate(config)
+
+
+def test_metrics_and_monitors_are_checked_against_the_task_before_any_rule():
+    config = copy.deepcopy(TINY)
+    config["evaluation"] = {"metrics": ["accuracy", "rmse"]}
+    with pytest.raises(StagewiseError, match=r"test: evaluation.metrics: \['rmse'\] do not apply to task 'classification'"):
+        sw_config.validate(config, source="test")
+    config = copy.deepcopy(TINY)
+    config["experiments"]["fixed"]["stages"][0]["early_stopping"] = {"monitor": "val_rmse"}
+    with pytest.raises(StagewiseError, match=r"experiments.fixed.stages\[0\] \(\w+\).early_stopping.monitor: 'val_rmse' "
+                                             r"is not recorded for task 'classification'; choose from \['val_loss'"):
+        sw_config.validate(config)
+    config["experiments"]["fixed"]["stages"][0]["early_stopping"] = {"monitor": "val_balanced_accuracy"}
+    config["training"]["early_stopping"] = {"monitor": "train_loss"}
+    sw_config.validate(config)
+    config["model"]["task"] = "sequence_labeling"  # per-class columns are known once the labels are
+    config["experiments"]["fixed"]["stages"][0]["early_stopping"] = {"monitor": "val_auprc_donor"}
+    sw_config.validate(config)

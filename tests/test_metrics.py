@@ -145,9 +145,7 @@ def test_paired_bootstrap_sees_a_real_gain_and_no_gain_against_itself():
     assert bootstrap.paired(b["accuracy"], a["accuracy"], -0.1, lower_is_better=True)["p_no_gain"] < 0.01
 
 
-def test_metric_selection_names_the_key_when_a_metric_does_not_fit_the_task():
+def test_metric_selection_expands_families():
     scores = {"accuracy": 1.0, "f1": 0.5, "top_1": 1.0, "top_3": 1.0}
     assert metrics.select(scores, ["f1", "top_k"], "classification") == {"f1": 0.5, "top_1": 1.0, "top_3": 1.0}
     assert metrics.select(scores, None, "classification") == scores
-    with pytest.raises(StagewiseError, match="evaluation.metrics.*'rmse'.*classification"):
-        metrics.select(scores, ["accuracy", "rmse"], "classification")

@@ -148,8 +148,10 @@ def test_nan_loss_stops_naming_epoch_and_batch():
         training.fit(model, train, val, settings(), selection, "stage")
 
 
-def test_monitor_that_is_not_a_column_is_an_error():
-    with pytest.raises(StagewiseError, match="early_stopping.monitor: 'val_auc' is not one of"):
+def test_monitor_that_is_not_a_column_is_an_error_before_the_first_batch(monkeypatch):
+    monkeypatch.setattr(training, "_forward", None)  # a batch would call it
+    with pytest.raises(StagewiseError, match=r"early_stopping.monitor: 'val_auc' is not recorded for task 'classification'; "
+                                             r"choose from \['val_loss', 'train_loss', 'val_accuracy'"):
         run(mlp(), {}, early_stopping={"monitor": "val_auc"})
 
 
@@ -204,7 +206,8 @@ def test_auto_mode_minimises_error_metrics():
     train, val = splits()
     train.y, val.y = train.X[:, 0].copy(), val.X[:, 0].copy()  # a regression target
     model = mlp(out_features=1)
-    result = training.fit(model, train, val, settings(epochs=6, optimizer={"lr": 0.05}, early_stopping={"monitor": "val_mae"}),
-                          freezing.Selection({n for n, _ in model.named_parameters()}), "stage", task="regression")
+    stage = settings(epochs=6, optimizer={"lr": 0.05})  # validated as classification, the helper's task
+    stage["early_stopping"]["monitor"] = "val_mae"
+    result = training.fit(model, train, val, stage, freezing.Selection({n for n, _ in model.named_parameters()}), "stage", task="regression")
     errors = [row["val_mae"] for row in result.history]
     assert result.history[result.best_epoch - 1]["val_mae"] == min(errors) and max(errors) > min(errors)

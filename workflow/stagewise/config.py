@@ -12,6 +12,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from . import metric_names
 from .errors import StagewiseError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
@@ -102,6 +103,7 @@ def validate(config: dict, source: str = "config") -> dict:
             f"{source}: pretrained.checkpoint is not set and data.source is missing: "
             "give a checkpoint, or a source dataset for the workflow to pretrain on"
         )
+    metric_names.check_config(config, source)
     return config
 
 

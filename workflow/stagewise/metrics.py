@@ -7,36 +7,13 @@ from scipy import stats
 from sklearn import metrics as skm
 from sklearn.neighbors import KNeighborsClassifier
 
-from .errors import StagewiseError
+from .metric_names import TASK_METRICS, family
 
-# headline metrics of each task, in display order (`top_k` expands to top_1, top_3, ...)
-TASK_METRICS = {
-    "classification": ["accuracy", "balanced_accuracy", "precision", "recall", "f1", "auprc", "auroc", "top_k"],
-    "regression": ["mae", "rmse", "r2", "pearson", "spearman"],
-    "sequence_labeling": ["top_k", "auprc"],
-    "counts": ["nll", "elbo", "knn_accuracy"],
-}
-PRIMARY = {"classification": "accuracy", "regression": "r2", "sequence_labeling": "auprc", "counts": "elbo"}
-LOWER_IS_BETTER = {"mae", "rmse", "nll"}
-
-
-def higher_is_better(metric: str) -> bool:
-    """False for errors and losses, True for everything else."""
-    return metric not in LOWER_IS_BETTER
-
-
-def family(name: str) -> str:
-    """The `evaluation.metrics` name a score belongs to (`top_3` -> `top_k`, `auprc_donor` -> `auprc`)."""
-    return "top_k" if name.startswith("top_") else "auprc" if name.startswith("auprc_") else name
 
 
 def select(scores: dict, wanted: list[str] | None, task: str) -> dict:
-    """The headline `scores` named by `evaluation.metrics` (None: all of the task's)."""
+    """The headline `scores` named by `evaluation.metrics` (None: all of the task's; checked against the task in the config)."""
     names = TASK_METRICS[task] if wanted is None else wanted
-    unknown = sorted(set(names) - set(TASK_METRICS[task]))
-    if unknown:
-        raise StagewiseError(f"evaluation.metrics: {unknown} do not apply to task {task!r}; "
-                             f"choose from {TASK_METRICS[task]} or set it to null")
     return {name: value for name, value in scores.items() if family(name) in names}
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import freezing, optim
+from . import freezing, metric_names, optim
 from .errors import StagewiseError
 from .io.batches import Batches, one_hot
 from .io.hdf5 import Split
@@ -154,11 +154,9 @@ def fit(model: nn.Module, train: Split | Batches, val: Split | Batches, training
     loss_fn = tasks.loss(task, training["loss"], train.y, n_classes, device, getattr(model, "likelihood", "nb"), f"{where}.loss")
     handles = freezing.freeze_entries(model, selection.masks, optimizer)
     trained = [p for group in optimizer.param_groups for p in group["params"]]
-    from .metrics import LOWER_IS_BETTER  # scikit-learn: kept off the `stagewise check` path
-
     stop = training["early_stopping"]
-    lower = stop["monitor"].endswith("loss") or stop["monitor"].removeprefix("val_") in LOWER_IS_BETTER
-    mode = stop["mode"] if stop["mode"] != "auto" else ("min" if lower else "max")
+    metric_names.check_monitor(task, stop["monitor"], where, train.label_names)
+    mode = stop["mode"] if stop["mode"] != "auto" else ("max" if metric_names.higher_is_better(stop["monitor"]) else "min")
     generator = torch.Generator().manual_seed(training["seed"])
     sizes = torch.tensor([min(batch_size, n - s) for s in range(0, n, batch_size)], dtype=torch.float64)
     writer = _tensorboard(tensorboard) if training.get("tensorboard") else None
@@ -206,8 +204,6 @@ def fit(model: nn.Module, train: Split | Batches, val: Split | Batches, training
             for key, value in row.items():
                 if key != "epoch":
                     writer.add_scalar(key, value, epoch)
-        if stop["monitor"] not in row:
-            raise StagewiseError(f"{where}.early_stopping.monitor: {stop['monitor']!r} is not one of {sorted(row)}")
         if _improved(row[stop["monitor"]], best, mode, stop["min_delta"]):
             best, waited, result.best_epoch = row[stop["monitor"]], 0, epoch
             result.best_state = _clone(model)

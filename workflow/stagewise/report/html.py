@@ -8,7 +8,7 @@ from html import escape
 
 import pandas as pd
 
-from ..metrics import higher_is_better
+from ..metric_names import higher_is_better
 from .plots import data_uri
 from .style import CSS
 

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .. import bootstrap, metrics
+from .. import bootstrap, metric_names
 from ..errors import StagewiseError
 from ..files import atomic_path, write_text
 from ..report import html, plots
@@ -53,7 +53,7 @@ def _paired(models: list[dict], evaluation: dict) -> dict[str, dict]:
         reps = bootstrap.replicates(task, data, **draw)
         scores, base_scores = model["result"]["metrics"], scratch["result"]["metrics"]
         out[f"{model['experiment']}/{model['stage']}"] = {
-            name: bootstrap.paired(reps[name], base[name], value - base_scores[name], not metrics.higher_is_better(name))
+            name: bootstrap.paired(reps[name], base[name], value - base_scores[name], not metric_names.higher_is_better(name))
             for name, value in scores.items() if name in reps and name in base_scores}
     return out
 
@@ -64,8 +64,8 @@ def metrics_table(models: list[dict], paired: dict) -> pd.DataFrame:
     for model in models:
         result = model["result"]
         row = {"experiment": model["experiment"], "stage": model["stage"], "n_test": result["n_test"]}
-        order = metrics.TASK_METRICS[result["task"]]
-        for name in sorted(result["metrics"], key=lambda n: order.index(metrics.family(n))):
+        order = metric_names.TASK_METRICS[result["task"]]
+        for name in sorted(result["metrics"], key=lambda n: order.index(metric_names.family(n))):
             value = result["metrics"][name]
             row[name] = value
             row[f"{name}_ci_low"], row[f"{name}_ci_high"] = result.get("ci", {}).get(name, [np.nan, np.nan])
@@ -93,7 +93,7 @@ def best_model(models: list[dict], primary: str) -> dict | None:
     for model in models:
         if model.get("kind", "stage") == "stage":
             finals[model["experiment"]] = model  # stages are listed in order: the last one wins
-    sign = 1 if metrics.higher_is_better(primary) else -1
+    sign = 1 if metric_names.higher_is_better(primary) else -1
     return max(finals.values(), key=lambda m: sign * m["result"]["metrics"][primary], default=None)
 
 
@@ -110,7 +110,7 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
     evaluation = params["evaluation"]
     task = models[0]["result"]["task"]
     scores = models[0]["result"]["metrics"]
-    primary = metrics.PRIMARY[task] if metrics.PRIMARY[task] in scores else next(iter(scores))
+    primary = metric_names.PRIMARY[task] if metric_names.PRIMARY[task] in scores else next(iter(scores))
     paired = _paired(models, evaluation)
     table = metrics_table(models, paired)
     write_text(outputs["metrics"], table.to_csv(sep="\t", index=False, float_format="%.6g"))
