@@ -8,7 +8,6 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from stagewise import bootstrap, metrics
-from stagewise.errors import StagewiseError
 
 
 def _classes(n=120, c=4, seed=0):

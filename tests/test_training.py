@@ -187,7 +187,7 @@ def test_tensorboard_writes_event_files(tmp_path):
 
 
 def test_stage_errors_name_experiment_stage_and_key():
-    from stagewise.steps.finetune import where
+    from stagewise.stages import where
 
     assert where("gradual/2_top") == "experiments.gradual.stages[1] (top)"
     assert where("baselines/scratch") == "baselines/scratch" and where("pretrain") == "pretrained.training"

@@ -131,6 +131,11 @@ REPLICATES = {"classification": _classification, "regression": _regression,
               "sequence_labeling": _sequence_labeling, "counts": _counts}
 
 
+def options(task: str, names: list[str], top_k: list[int]) -> dict:
+    """The task-specific keyword arguments of `replicates`."""
+    return {"classification": {"top_k": top_k}, "sequence_labeling": {"names": names}}.get(task, {})
+
+
 def replicates(task: str, data: dict, resamples: int, seed: int, **options) -> dict[str, np.ndarray]:
     """Every headline metric of `task` on each of `resamples` seeded resamples of the test samples."""
     first = next(iter(data.values()))

@@ -18,7 +18,8 @@ SNAKEFILE = REPO / "Snakefile"
 
 def _check(args: argparse.Namespace) -> int:
     """Read the target data (no split), check the checkpoint against it, validate every stage; print the report."""
-    from .steps import compatibility, finetune, prepare
+    from . import stages
+    from .steps import compatibility, prepare
 
     cfg = sw_config.load(args.config)
     checkpoint = cfg["pretrained"]["checkpoint"]
@@ -32,7 +33,7 @@ def _check(args: argparse.Namespace) -> int:
     print(compatibility.render(report), end="")
     if start is None:
         return 1
-    problems = finetune.validate(start, cfg)
+    problems = stages.validate(start, cfg)
     stages = sum(len(e["stages"]) for e in cfg["experiments"].values())
     print(f"stages: {stages - len(problems)} of {stages} valid" + "".join(f"\n  [  error] {p}" for p in problems))
     return 1 if problems else 0

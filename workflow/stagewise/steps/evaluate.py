@@ -49,11 +49,6 @@ def score(task: str, data: dict, names: list[str], top_k: list[int]) -> dict:
     return metrics.counts(data["nll"], data["kl"], data.get("knn_correct"))
 
 
-def bootstrap_options(task: str, names: list[str], top_k: list[int]) -> dict:
-    """Task-specific arguments of `bootstrap.replicates`."""
-    return {"classification": {"top_k": top_k}, "sequence_labeling": {"names": names}}.get(task, {})
-
-
 def _write_predictions(path: str, data: dict, sample_ids: list[str], label_names: list[str], task: str) -> None:
     strings = h5py.string_dtype("utf-8")
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
@@ -77,7 +72,7 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
     evaluation, names = params["evaluation"], test.label_names
     scores = metrics.select(score(task, data, names, evaluation["top_k"]), evaluation["metrics"], task)
     resamples, seed = evaluation["bootstrap"], evaluation["seed"]
-    reps = bootstrap.replicates(task, data, resamples, seed, **bootstrap_options(task, names, evaluation["top_k"])) if resamples else {}
+    reps = bootstrap.replicates(task, data, resamples, seed, **bootstrap.options(task, names, evaluation["top_k"])) if resamples else {}
     result = {"model": inputs["model"], "model_sha256": sha256_file(inputs["model"]), "task": task,
               "n_test": int(len(test.y)), "label_names": names, "metrics": scores,
               "ci": {name: bootstrap.interval(reps[name]) for name in scores if name in reps},

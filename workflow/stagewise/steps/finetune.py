@@ -2,84 +2,8 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import shutil
-import time
-from pathlib import Path
-
-import torch
-from torch import nn
-
-from .. import checkpoints, freezing, models, optim, training
-from .. import config as sw_config
-from ..errors import StagewiseError
-from ..files import sha256_file, sha256_json, write_json, write_text
-from ..io.batches import Batches
-
-
-def _tsv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def where(label: str) -> str:
-    """The config path a stage's errors name: `experiments.gradual.stages[0] (head)` for label `gradual/1_head`."""
-    experiment, _, folder = label.partition("/")
-    index, _, name = folder.partition("_")
-    if experiment == "baselines" or not index.isdigit():
-        return {"pretrain": "pretrained.training"}.get(label, label)
-    return f"experiments.{experiment}.stages[{int(index) - 1}] ({name})"
-
-
-def train_and_save(model: nn.Module, meta: dict, inputs: dict, outputs: dict, stage: dict, label: str) -> None:
-    """Train `model` under `stage` (`{training, policy}`) and write model_best/last, history, stage.json."""
-    started = time.perf_counter()
-    path = where(label)
-    masks = freezing.entry_masks(model, meta.get("new_parameter_masks") or {}, "checkpoint meta new_parameter_masks")
-    selection = freezing.select(model, stage["policy"], meta.get("new_parameters", []), masks, path)
-    padded = meta.get("padded_features", [])
-    train = Batches(inputs["train"], stage["training"]["batch_size"], shuffle=True, seed=stage["training"]["seed"],
-                    feature_names=meta["feature_names"], categories=meta.get("categories"), fill=padded)
-    val = Batches(inputs["val"], stage["training"]["batch_size"], feature_names=meta["feature_names"],
-                  categories=meta.get("categories"), fill=padded)
-    board = Path(outputs["stage"]).parent / "tensorboard"
-    shutil.rmtree(board, ignore_errors=True)  # a rerun's event files replace the previous run's
-    try:
-        result = training.fit(model, train, val, stage["training"], selection, path, meta.get("categories"), board,
-                              meta.get("task", "classification"))
-    finally:
-        train.close()
-        val.close()
-    provenance = {
-        "config_sha256": sha256_json(stage),
-        "data": inputs["train"],
-        "data_sha256": sha256_file(inputs["train"]),
-        **(checkpoints.lineage(inputs["model"]) if "model" in inputs else {"parent": None, "parent_sha256": None}),
-    }
-    meta = meta | provenance | {"stage": stage, "label": label}
-    checkpoints.save(outputs["best"], result.best_state, meta | {"epoch": result.best_epoch})
-    checkpoints.save(outputs["last"], result.last_state, meta | {"epoch": len(result.history)})
-    write_text(outputs["history"], _tsv(result.history))
-    monitor = stage["training"]["early_stopping"]["monitor"]
-    write_json(outputs["stage"], {
-        "label": label,
-        "effective_config": stage,
-        "trainable_parameters": result.audit["trainable"],
-        "frozen_parameters": result.audit["frozen"],
-        "best_epoch": result.best_epoch,
-        "best": {monitor: result.history[result.best_epoch - 1][monitor]},
-        "epochs_run": len(result.history),
-        "stopped": result.stopped,
-        "freeze_audit": result.audit,
-        "seconds": round(time.perf_counter() - started, 3),
-        "train_seconds": round(sum(row["seconds"] for row in result.history), 3),
-        "tensorboard": str(board) if stage["training"].get("tensorboard") else None,
-        **provenance,
-    })
+from .. import checkpoints, models, training
+from ..stages import train_and_save
 
 
 def run(inputs: dict, outputs: dict, params: dict) -> None:
@@ -93,23 +17,3 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
     else:
         model = checkpoints.build_model(parent)
     train_and_save(model, meta, inputs, outputs, params["stage"], params["label"])
-
-
-def validate(start: checkpoints.Checkpoint, config: dict) -> list[str]:
-    """Every stage's problems found without training: names that match nothing, nothing to train,
-    optimizer or scheduler arguments torch rejects (what `stagewise check` reports before a run)."""
-    problems = []
-    with torch.device("meta"):  # names and shapes only: no weights initialised, copied or allocated
-        model = models.build(start.meta["architecture"], start.meta["params"])
-    for experiment, spec in config["experiments"].items():
-        for index, folder in enumerate(sw_config.stage_dirs(config, experiment)):
-            stage = sw_config.stage_config(config, experiment, index)
-            path = where(f"{experiment}/{folder}")
-            try:
-                masks = freezing.entry_masks(model, start.meta.get("new_parameter_masks") or {})
-                selection = freezing.select(model, stage["policy"], start.meta.get("new_parameters", []), masks, path)
-                optimizer = optim.build_optimizer(model, selection.names, stage["training"], path)
-                optim.Schedule(optimizer, stage["training"]["scheduler"], stage["training"]["epochs"], 1, path)
-            except StagewiseError as error:
-                problems.append(str(error))
-    return problems

@@ -259,12 +259,3 @@ def _assign(sources: dict, selected: dict, codes: dict, spec: dict, names: list[
     assign["train"][val] = 1
     assign["train"][_per_class(train, codes["train"], spec["train_per_class"], spec["seed"])] = 0
     return assign
-    if "test" in sources:
-        pass
-    else:
-        pool, test = _stratified(keep, codes["train"], spec["test_fraction"], spec["seed"], "test", names, where)
-        assign["train"][test] = 2
-    train, val = _stratified(pool, codes["train"], spec["val_fraction"], spec["seed"], "validation", names, where)
-    assign["train"][val] = 1
-    assign["train"][_per_class(train, codes["train"], spec["train_per_class"], spec["seed"])] = 0
-    return assign

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import models, training
 from ..io import hdf5
 from ..models import tasks
-from .finetune import train_and_save
+from ..stages import train_and_save
 
 
 def run(inputs: dict, outputs: dict, params: dict) -> None:

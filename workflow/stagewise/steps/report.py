@@ -13,7 +13,6 @@ from .. import bootstrap, metric_names
 from ..errors import StagewiseError
 from ..files import atomic_path, write_text
 from ..report import html, plots
-from .evaluate import bootstrap_options
 
 SCRATCH = "scratch"
 
@@ -38,7 +37,7 @@ def _paired(models: list[dict], evaluation: dict) -> dict[str, dict]:
     if scratch is None or not evaluation["bootstrap"]:
         return {}
     task, names = scratch["result"]["task"], scratch["result"]["label_names"]
-    options = bootstrap_options(task, names, evaluation["top_k"])
+    options = bootstrap.options(task, names, evaluation["top_k"])
     draw = {"resamples": evaluation["bootstrap"], "seed": evaluation["seed"], **options}
     base_data, base_ids = _predictions(Path(scratch["dir"]))
     base = bootstrap.replicates(task, base_data, **draw)
