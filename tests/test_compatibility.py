@@ -22,7 +22,7 @@ FEATURES = [f"g{i}" for i in range(6)]
 LABELS = ["a", "b", "c"]
 PARAMS = {"in_features": 6, "out_features": 3, "hidden": [8, 4]}
 MODEL = {"architecture": "mlp", "params": {}, "task": "classification"}
-DEFAULTS = {"checkpoint": None, "locked": [], "match": {}, "head": None, "features": "reorder", "feature_names": None, "new_categories": {}}
+DEFAULTS = {"checkpoint": None, "locked": [], "match": {}, "head": None, "features": "reorder", "feature_names": None, "categories": {}, "new_categories": {}}
 
 
 def write_data(path, features=FEATURES, labels=LABELS, categories=None) -> str:
@@ -245,6 +245,28 @@ def test_surgery_with_two_covariates_keeps_each_block_in_place(tmp_path):
     new, old = start.state_dict["encoder.0.linear.weight"], state["encoder.0.linear.weight"]
     assert start.meta["new_parameter_masks"] == {"encoder.0.linear.weight": [[8, 9], [11, 12]]}
     assert torch.equal(new[:, :8], old[:, :8]) and torch.equal(new[:, 9:11], old[:, 8:10])
+
+
+def test_plain_state_dict_takes_its_categories_from_the_config(tmp_path):
+    state = write_checkpoint(tmp_path / "ck.pt", COVARIATE_PARAMS, plain=True)
+    model = MODEL | {"params": {"hidden": [8, 4], "inject_covariates": "all"}}
+    report, start = run_check(tmp_path, model=model, categories={"batch": ["b1", "b2", "b3"]})
+    assert start is None
+    assert "the checkpoint records no categories; if its model takes this covariate, list them in pretrained.categories.batch" \
+        in compatibility.render(report)
+    report, start = run_check(tmp_path, pretrained(categories={"batch": ["b1", "b2"]}), model=model,
+                              categories={"batch": ["b1", "b2", "b3"]})
+    assert start is not None, compatibility.render(report)
+    assert start.meta["categories"] == {"batch": ["b1", "b2", "b3"]} and start.meta["params"]["n_covariates"] == 3
+    assert start.meta["new_parameter_masks"] == {"encoder.0.linear.weight": [[8, 9]], "encoder.1.linear.weight": [[10, 11]]}
+    assert torch.equal(start.state_dict["encoder.1.linear.weight"][:, :10], state["encoder.1.linear.weight"])
+
+
+def test_listed_categories_must_agree_with_recorded_ones(tmp_path):
+    write_checkpoint(tmp_path / "ck.pt", COVARIATE_PARAMS, categories={"batch": ["b1", "b2"]})
+    report, start = run_check(tmp_path, pretrained(categories={"batch": ["b2", "b1"]}), categories={"batch": ["b1", "b2"]})
+    assert start is None
+    assert "pretrained.categories {'batch': ['b2', 'b1']} disagrees with the categories the checkpoint records" in errors(report)[0]
 
 
 def test_category_column_missing_in_the_data(tmp_path):

@@ -107,7 +107,18 @@ def _labels(checks: Checks, meta: dict, head: dict | None, labels: list[str]) ->
     return len(old or labels)
 
 
-def _categories(checks: Checks, old: dict, declared: dict, data: dict, train: str) -> dict:
+def _recorded_categories(checks: Checks, meta: dict, listed: dict) -> dict:
+    """The checkpoint's covariate categories: recorded in its metadata, or from `pretrained.categories` when it records none."""
+    recorded = meta.get("categories")
+    if recorded is None:
+        return listed
+    if listed and listed != recorded:
+        checks.add("categories", "error", f"pretrained.categories {listed} disagrees with the categories the checkpoint records "
+                   f"({recorded}); remove pretrained.categories")
+    return recorded
+
+
+def _categories(checks: Checks, old: dict, declared: dict, data: dict, train: str, stagewise: bool) -> dict:
     """Each covariate's categories after surgery: the checkpoint's, then new ones (declared or found in the data)."""
     out = {name: list(cats) for name, cats in old.items()}
     for name in declared:
@@ -133,7 +144,9 @@ def _categories(checks: Checks, old: dict, declared: dict, data: dict, train: st
         checks.add("categories", status, f"covariate {name!r}: {len(cats)} categories" + (f" + {len(new)} new{found}: {_first(new)}" if new else ""),
                    covariate=name, old=cats, new=new)
     for name in sorted(set(data) - set(old)):
-        checks.add("categories", "warning", f"covariate {name!r} of the data is ignored: the checkpoint's model takes no such input")
+        why = ("the checkpoint's model takes no such input" if stagewise else "the checkpoint records no categories; if its model "
+               f"takes this covariate, list them in pretrained.categories.{name} in the order of its one-hot columns")
+        checks.add("categories", "warning", f"covariate {name!r} of the data is ignored: {why}")
     return out
 
 
@@ -198,7 +211,7 @@ def _culprits(checks: Checks, architecture: str, old: dict, params: dict, mismat
 
 
 def _transfer(checks: Checks, ckpt: checkpoints.Checkpoint, model: nn.Module, model_cfg: dict, params: dict,
-              pretrained: dict, categories: dict, seed: int) -> tuple[dict, dict, dict]:
+              pretrained: dict, old_cats: dict, categories: dict, seed: int) -> tuple[dict, dict, dict]:
     """Map checkpoint tensors onto the model; the start state, the new columns and the parameter counts."""
     _match(checks, pretrained["match"], ckpt.state_dict, model)
     source = surgery.rename(ckpt.state_dict, pretrained["match"])
@@ -212,7 +225,6 @@ def _transfer(checks: Checks, ckpt: checkpoints.Checkpoint, model: nn.Module, mo
         old = ckpt.meta.get("label_names")
         checks.add("head", "ok", f"{replaced!r} replaced by a new seeded init with {params['out_features']} outputs"
                    + (f" (was {len(old)}: {_first(old)})" if old else ""))
-    old_cats = ckpt.meta.get("categories") or {}
     old_sizes, new_sizes = [len(old_cats[c]) for c in old_cats], [len(categories[c]) for c in old_cats]
     layers = getattr(model, "covariate_layers", [])
     if old_cats and not layers:
@@ -267,12 +279,13 @@ def check(checkpoint_path: str, train_path: str, model_cfg: dict, pretrained: di
     _locked(checks, meta, model_cfg, pretrained["locked"], checkpoint_path)
     per_label = tasks.get(model_cfg["task"]).output_per_label  # counts: labels only annotate samples
     out_features = _labels(checks, meta, pretrained["head"], data.label_names) if per_label else len(features)
-    categories = _categories(checks, meta.get("categories") or {}, pretrained["new_categories"], data.categories, train_path)
+    old_cats = _recorded_categories(checks, meta, pretrained["categories"])
+    categories = _categories(checks, old_cats, pretrained["new_categories"], data.categories, train_path, "architecture" in meta)
     params = {**(meta.get("params") or {}), **model_cfg["params"], "in_features": len(features), "out_features": out_features}
     if categories:
         params["n_covariates"] = sum(len(c) for c in categories.values())
     model = _build(checks, model_cfg["architecture"], params)
-    state, masks, counts = _transfer(checks, ckpt, model, model_cfg, params, pretrained, categories, seed) if model else ({}, {}, {})
+    state, masks, counts = _transfer(checks, ckpt, model, model_cfg, params, pretrained, old_cats, categories, seed) if model else ({}, {}, {})
     head = pretrained["head"]
     mappings = {"match": pretrained["match"], "features": {"mode": pretrained["features"], "zero_filled": padded},
                 "categories": categories, "head": head and {**head, "old_label_names": meta.get("label_names"), "new_label_names": data.label_names}}
