@@ -388,3 +388,35 @@ def test_workflow_stops_at_check_compatibility(tmp_path):
     assert not (tmp_path / "results/start/model.pt").exists() and not (tmp_path / "results/compatibility.json").exists()
     assert not (tmp_path / "results/one").exists() and not (tmp_path / "results/report.html").exists()
     assert "stagewise error" in (tmp_path / "logs/check_compatibility/check_compatibility.log").read_text()
+
+
+@pytest.mark.e2e
+def test_workflow_with_padded_and_reordered_features_gives_the_unpadded_numbers(tmp_path, tiny_run):
+    """The tiny run's target as a CSV that lacks three always-zero pixels, has an extra column and reversed columns:
+    `features: pad` zero-fills, drops and reorders, so every stage trains and scores exactly as on the original data."""
+    from sklearn.datasets import load_digits
+
+    import pandas as pd
+
+    from conftest import TINY, complete_run
+
+    digits = load_digits()
+    names = [f"pixel_{i // 8}_{i % 8}" for i in range(64)]
+    frame = pd.DataFrame(digits.data[600:1000] / 16.0, columns=names)
+    absent = [n for n in names if not frame[n].any()][:3]
+    frame = frame.drop(columns=absent).assign(qc=np.linspace(0, 1, len(frame)))
+    frame = frame[frame.columns[::-1]].assign(label=["even" if d % 2 == 0 else "odd" for d in digits.target[600:1000]])
+    frame.to_csv(tmp_path / "target.csv", index=False)
+    config = copy.deepcopy(TINY)
+    target = {k: v for k, v in config["data"]["target"].items() if k not in ("rows", "label_map")}
+    config["data"]["target"] = target | {"train": "target.csv", "label": "label"}
+    config["pretrained"]["features"] = "pad"
+    complete_run(tmp_path, config)
+    report = json.loads((tmp_path / "results/compatibility.json").read_text())
+    assert report["status"] == "warning" and report["mappings"]["features"]["zero_filled"] == absent
+    start = checkpoints.load(tmp_path / "results/start/model.pt")
+    assert start.meta["feature_names"] == names and start.meta["padded_features"] == absent
+    for stage in ("fixed/stages/1_head", "gradual/stages/1_head", "gradual/stages/2_all"):
+        padded, original = (json.loads((run / "results" / stage / "test_metrics.json").read_text())["metrics"]
+                            for run in (tmp_path, tiny_run))
+        assert padded == original, stage
