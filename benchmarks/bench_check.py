@@ -6,11 +6,12 @@ Writes a stagewise checkpoint of an MLP (8192 features, 4 hidden layers) of abou
 .npz target with the same feature names and a config that replaces the head, under --folder (deleted
 afterwards). Then times whole processes in turn, A B C D A B C D ...: A = `stagewise check --config`,
 B = `python -c "torch.load(path, mmap=True, weights_only=True)"`, and for the record C = the same
-load plus one AdamW (torch imports its compiler, torch._dynamo, on the first optimizer; `stagewise
-check` builds every stage's optimizer) and D = the checkpoint checks alone (what `stagewise check`
-runs before it validates the stages), after one unmeasured warm-up each, so all read the file from
-the page cache. Prints the median seconds and the median of the ratios to B within each round,
-then an in-process breakdown (one process, no start-up).
+load plus one real AdamW (torch imports its compiler, torch._dynamo, on the first optimizer;
+`stagewise check` builds every stage's optimizer as a dry run, which does not) and D = the
+checkpoint checks alone (what `stagewise check` runs before it validates the stages), after one
+unmeasured warm-up each, so all read the file from the page cache. Prints the median seconds and
+the median of the ratios to B within each round, then an in-process breakdown (one process, no
+start-up).
 """
 
 from __future__ import annotations

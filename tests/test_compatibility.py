@@ -350,13 +350,18 @@ def test_cli_check_exit_codes(tmp_path, monkeypatch, capsys):
 
 
 def test_cli_check_costs_a_load_not_a_training_start(tmp_path, monkeypatch):
-    """`stagewise check` neither imports scikit-learn (the workflow's split, metrics) nor builds weights for the stages."""
+    """`stagewise check` imports neither scikit-learn (the workflow's split, metrics) nor torch's compiler (a real
+    optimizer's first construction), and builds no weights for the stages."""
     monkeypatch.chdir(tmp_path)
-    write_config(tmp_path, user_project(tmp_path))
+    config = user_project(tmp_path)
+    config["experiments"]["two"] = {"stages": [{"name": "sgd", "optimizer": {"name": "SGD", "lr": 0.1, "momentum": 0.9},
+                                                "scheduler": {"name": "MultiStepLR", "milestones": [1]}}]}
+    write_config(tmp_path, config)
     code = ("import sys; from stagewise import checkpoints, cli; checkpoints.build_model = None; "
-            "rc = cli.main(['check', '--config', 'config.yaml']); print(rc, sorted(m for m in sys.modules if m.startswith('sklearn')))")
+            "rc = cli.main(['check', '--config', 'config.yaml']); "
+            "print(rc, sorted(m for m in sys.modules if m.startswith(('sklearn', 'torch._dynamo'))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1] == "0 []"
 
 
@@ -367,13 +372,17 @@ def test_cli_check_validates_every_stage_before_a_run(tmp_path, monkeypatch, cap
         {"name": "typo", "train": ["encoder.9"]},
         {"name": "sgd", "optimizer": {"name": "SGD", "lr": 0.1, "momentm": 0.9}},
         {"name": "ok", "unfreeze_last": 1},
+        {"name": "values", "optimizer": {"betas": [0.9, 1.5]}},
+        {"name": "milestones", "scheduler": {"name": "MultiStepLR"}},
     ]}
     write_config(tmp_path, config)
     assert cli.main(["check", "--config", "config.yaml"]) == 1
     out = capsys.readouterr().out
-    assert "stages: 2 of 4 valid" in out
+    assert "stages: 2 of 6 valid" in out
     assert "experiments.two.stages[0] (typo).train: 'encoder.9' matches no module" in out
     assert "experiments.two.stages[1] (sgd).optimizer" in out and "momentm" in out
+    assert "experiments.two.stages[3] (values).optimizer: AdamW rejects" in out and "Invalid beta parameter at index 1: 1.5" in out
+    assert "experiments.two.stages[4] (milestones).scheduler: MultiStepLR rejects" in out and "milestones" in out
 
 
 @pytest.mark.e2e

@@ -73,6 +73,32 @@ def test_discriminative_lrs_reach_the_optimizer_and_the_audit():
     assert [g["lr_scale"] for g in groups] == [0.25, 0.5, 1.0] and groups[2]["parameters"] == ["head.weight", "head.bias"]
 
 
+@pytest.mark.parametrize("spec, message", [
+    ({"name": "AdamW", "lr": 0.01, "betas": [0.8, 0.9], "weight_decay": 0.1}, None),
+    ({"name": "SGD", "lr": 0.1, "momentum": 0.9, "nesterov": True}, None),
+    ({"name": "SGD", "lr": 0.1, "nesterov": True}, "Nesterov momentum requires a momentum"),
+    ({"name": "Adam", "lr": -1.0}, "Invalid learning rate: -1.0"),
+    ({"name": "AdamW", "betas": [0.9, 1.0]}, "Invalid beta parameter at index 1"),
+])
+def test_a_dry_run_optimizer_is_checked_by_torch_as_the_real_one(spec, message):
+    """`stagewise check` builds each stage's optimizer as a dry run: the same groups, the same errors, a scheduler on top."""
+    model = mlp()
+    names = {n for n, _ in model.named_parameters()}
+    training = {"optimizer": spec, "lr_groups": {"encoder.*": 0.1}}
+    built = {}
+    for dry_run in (False, True):
+        try:
+            optimizer = optim.build_optimizer(model, names, training, "stage", dry_run=dry_run)
+        except StagewiseError as error:
+            built[dry_run] = str(error)
+            continue
+        optim.Schedule(optimizer, {"name": "MultiStepLR", "milestones": [1]}, 2, 1, "stage")
+        built[dry_run] = [{k: v for k, v in g.items() if k != "params"} | {"params": [id(p) for p in g["params"]]}
+                          for g in optimizer.param_groups]
+    assert built[True] == built[False]
+    assert (message is None) == isinstance(built[True], list) and (message is None or message in built[True])
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("optimizer", {"name": "AdamW", "momentum": 0.9}, "stage.optimizer.momentum: not an argument of AdamW"),
     ("optimizer", {"name": "SGD", "lr": 0.1, "momentum": -1}, "stage.optimizer: SGD rejects"),

@@ -39,6 +39,19 @@ def construct(cls, args: tuple, kwargs: dict, where: str):
         raise StagewiseError(f"{where}: {cls.__name__} rejects {kwargs}: {error}") from None
 
 
+class _ArgumentsOnly(torch.optim.Optimizer):
+    """The base of a dry-run optimizer: keeps the param groups instead of setting the optimizer up.
+
+    torch checks an optimizer's arguments in the optimizer's own constructor, which runs in full;
+    only `Optimizer.__init__` is skipped, which imports torch's compiler (torch._dynamo, 1-2 s of a
+    `stagewise check`). Schedulers can be built on the result; it cannot step.
+    """
+
+    def __init__(self, params: list[dict], defaults: dict) -> None:
+        self.defaults, self.state = defaults, {}
+        self.param_groups = [defaults | group for group in params]
+
+
 def lr_scales(model: nn.Module, names: set[str], lr_groups: dict[str, float], layer_decay: float | None, where: str) -> dict[str, float]:
     """Each trainable parameter's lr multiplier: its most specific `lr_groups` glob × layer_decay ** depth from the head."""
     scales = dict.fromkeys(names, 1.0)
@@ -64,13 +77,17 @@ def param_groups(model: nn.Module, names: set[str], lr: float, scales: dict[str,
     return list(groups.values())
 
 
-def build_optimizer(model: nn.Module, names: set[str], training: dict, where: str) -> torch.optim.Optimizer:
-    """The stage's optimizer over the `names` parameters only, with discriminative lrs."""
+def build_optimizer(model: nn.Module, names: set[str], training: dict, where: str, dry_run: bool = False) -> torch.optim.Optimizer:
+    """The stage's optimizer over the `names` parameters only, with discriminative lrs
+    (`dry_run`: arguments checked by torch, nothing set up to step)."""
     spec = training["optimizer"]
     kwargs = {"lr": DEFAULT_LR} | {k: v for k, v in spec.items() if k != "name"}
     scales = lr_scales(model, names, training.get("lr_groups") or {}, training.get("layer_decay"), where)
     groups = param_groups(model, names, kwargs["lr"], scales)
-    return construct(OPTIMIZERS[spec["name"]], (groups,), kwargs, f"{where}.optimizer")
+    cls = OPTIMIZERS[spec["name"]]
+    if dry_run:
+        cls = type(cls.__name__, (cls, _ArgumentsOnly), {})
+    return construct(cls, (groups,), kwargs, f"{where}.optimizer")
 
 
 class Schedule:
