@@ -2,152 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from .. import checkpoints, models, surgery
+from .. import checkpoints, metadata_checks, models, surgery
 from ..config import derive_seed
 from ..errors import StagewiseError
 from ..files import sha256_json, write_json, write_text
 from ..io import hdf5
+from ..metadata_checks import Checks, first
 from ..models import tasks
-
-SHOWN = 5  # names listed per problem
-
-
-class Checks(list):
-    """The findings so far, each `{check, status: ok|warning|error, message, ...details}`."""
-
-    def add(self, check: str, status: str, message: str, **details) -> None:
-        self.append({"check": check, "status": status, "message": message, **details})
-
-    def failed(self) -> bool:
-        return any(c["status"] == "error" for c in self)
-
-
-def _first(names: list, shapes: dict | None = None) -> str:
-    shown = [f"{n} {tuple(shapes[n])}" if shapes else str(n) for n in names[:SHOWN]]
-    return ", ".join(shown) + (f", ... ({len(names) - SHOWN} more)" if len(names) > SHOWN else "")
 
 
 def _values(state: dict, names: list[str]) -> int:
     return sum(state[n].numel() for n in names)
-
-
-def _features(checks: Checks, meta: dict, pretrained: dict, found: list[str]) -> tuple[list[str], list[str]]:
-    """The checkpoint's feature names and the ones to zero-fill, checked against the data's."""
-    recorded, listed = meta.get("feature_names"), None
-    if pretrained["feature_names"]:
-        path = Path(pretrained["feature_names"])
-        if not path.is_file():
-            checks.add("features", "error", f"pretrained.feature_names: file {path} not found (one feature name a line)")
-            return found, []
-        listed = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if recorded and recorded != listed:
-            checks.add("features", "error", f"pretrained.feature_names: {path} disagrees with the {len(recorded)} names recorded "
-                       "in the checkpoint; remove pretrained.feature_names")
-            return found, []
-    expected = recorded or listed
-    if expected is None:
-        checks.add("features", "warning", f"the checkpoint records no feature names; the data's {len(found)} features are assumed "
-                   "to be its inputs in the same order (set pretrained.feature_names: FILE to check them)")
-        return found, []
-    diff, mode = surgery.feature_diff(expected, found), pretrained["features"]
-    counts = "; ".join(f"{len(v)} {k.replace('_', '-')} (first: {_first(v)})" for k, v in diff.items() if v)
-    if not any(diff.values()):
-        checks.add("features", "ok", f"{len(found)} features, same names in the same order")
-    elif len(diff["missing"]) == len(expected):
-        checks.add("features", "error", f"no feature of the data is one the checkpoint expects ({counts}); is this the right data?", **diff)
-    elif mode == "strict" or (mode == "reorder" and (diff["missing"] or diff["extra"])):
-        hint = "set pretrained.features: pad to zero-fill missing and drop extra features" if diff["missing"] or diff["extra"] \
-            else "set pretrained.features: reorder to permute the data to the checkpoint's order"
-        checks.add("features", "error", f"pretrained.features: {mode}: the data's features differ from the checkpoint's: {counts}; {hint}", **diff)
-    else:
-        done = [f"{len(diff['missing'])} zero-filled" if diff["missing"] else "", f"{len(diff['extra'])} dropped" if diff["extra"] else "",
-                "columns permuted to the checkpoint's order" if diff["out_of_order"] else ""]
-        checks.add("features", "warning", f"pretrained.features: {mode}: {counts}; {', '.join(d for d in done if d)}", **diff)
-    return expected, diff["missing"]
-
-
-def _locked(checks: Checks, meta: dict, model_cfg: dict, locked: list[str], path: str) -> None:
-    """Architecture and the `pretrained.locked` params must equal what the checkpoint records."""
-    recorded = meta.get("architecture")
-    if recorded and recorded != model_cfg["architecture"]:
-        checks.add("architecture", "error", f"model.architecture is {model_cfg['architecture']!r} but {path} holds a {recorded!r} model")
-    old = meta.get("params") or meta.get("hyper_parameters") or {}
-    for key in locked:
-        if not old:
-            checks.add("locked", "error", f"pretrained.locked: {key!r} cannot be checked: {path} is a plain state_dict with no "
-                       "recorded params; remove it from pretrained.locked or use a checkpoint that records them")
-        elif key not in old:
-            checks.add("locked", "error", f"pretrained.locked: {key!r} is not recorded in {path} (recorded: {sorted(old)})")
-        elif model_cfg["params"].get(key, old[key]) != old[key]:
-            checks.add("locked", "error", f"pretrained.locked: model.params.{key} is {model_cfg['params'][key]!r} but the "
-                       f"checkpoint was trained with {old[key]!r}; set it back or unlock it")
-        else:
-            checks.add("locked", "ok", f"model.params.{key} = {old[key]!r}, as in the checkpoint")
-
-
-def _labels(checks: Checks, meta: dict, head: dict | None, labels: list[str]) -> int:
-    """The head's output count; without head replacement the labels must be the checkpoint's."""
-    old = meta.get("label_names")
-    if head:
-        out = head["out_features"] or len(labels)
-        if out < len(labels):
-            checks.add("head", "error", f"pretrained.head.out_features is {out} but the target has {len(labels)} labels")
-        return out
-    if old is None:
-        checks.add("labels", "warning", f"the checkpoint records no label names; its outputs are taken as the target's "
-                   f"{len(labels)} labels in order ({_first(labels)})")
-    elif old != labels:
-        checks.add("labels", "error", f"the target's labels ({_first(labels)}) differ from the checkpoint's ({_first(old)}); "
-                   "set pretrained.head to replace the final layer")
-    return len(old or labels)
-
-
-def _recorded_categories(checks: Checks, meta: dict, listed: dict) -> dict:
-    """The checkpoint's covariate categories: recorded in its metadata, or from `pretrained.categories` when it records none."""
-    recorded = meta.get("categories")
-    if recorded is None:
-        return listed
-    if listed and listed != recorded:
-        checks.add("categories", "error", f"pretrained.categories {listed} disagrees with the categories the checkpoint records "
-                   f"({recorded}); remove pretrained.categories")
-    return recorded
-
-
-def _categories(checks: Checks, old: dict, declared: dict, data: dict, train: str, stagewise: bool) -> dict:
-    """Each covariate's categories after surgery: the checkpoint's, then new ones (declared or found in the data)."""
-    out = {name: list(cats) for name, cats in old.items()}
-    for name in declared:
-        if name not in old:
-            checks.add("categories", "error", f"pretrained.new_categories.{name}: the checkpoint has no covariate {name!r} "
-                       f"(its covariates: {sorted(old)})")
-    for name, cats in old.items():
-        if name not in data:
-            checks.add("categories", "error", f"covariate {name!r}: column missing: {train} has no covariates/{name}, but the "
-                       f"checkpoint's model takes it ({len(cats)} categories); add {name!r} to data.target.covariates")
-            continue
-        again = [c for c in declared.get(name, []) if c in cats]
-        new = [c for c in declared.get(name, []) if c not in cats] if name in declared else [c for c in data[name] if c not in cats]
-        unknown = [c for c in data[name] if c not in cats and c not in new]
-        if again:
-            checks.add("categories", "error", f"pretrained.new_categories.{name}: {_first(again)} already in the checkpoint")
-        if unknown:
-            checks.add("categories", "error", f"covariate {name!r}: {len(unknown)} categories in the data are neither in the "
-                       f"checkpoint nor in pretrained.new_categories.{name}: {_first(unknown)}; add them there")
-        out[name] = cats + new
-        status = "warning" if new and name not in declared else "ok"
-        found = " (found in the data, not declared in pretrained.new_categories)" if status == "warning" else ""
-        checks.add("categories", status, f"covariate {name!r}: {len(cats)} categories" + (f" + {len(new)} new{found}: {_first(new)}" if new else ""),
-                   covariate=name, old=cats, new=new)
-    for name in sorted(set(data) - set(old)):
-        why = ("the checkpoint's model takes no such input" if stagewise else "the checkpoint records no categories; if its model "
-               f"takes this covariate, list them in pretrained.categories.{name} in the order of its one-hot columns")
-        checks.add("categories", "warning", f"covariate {name!r} of the data is ignored: {why}")
-    return out
 
 
 def _build(checks: Checks, architecture: str, params: dict) -> nn.Module | None:
@@ -187,9 +55,9 @@ def _match(checks: Checks, match: dict, source: dict, model: nn.Module) -> None:
     for old, new in match.items():
         if not any(surgery.under(key, old) for key in source):
             checks.add("match", "error", f"pretrained.match: {old!r} is not a module of the checkpoint; its modules: "
-                       f"{_first(sorted({k.rsplit('.', 1)[0] for k in source}))}")
+                       f"{first(sorted({k.rsplit('.', 1)[0] for k in source}))}")
         if new not in modules and new not in model.state_dict():
-            checks.add("match", "error", f"pretrained.match: {old!r} -> {new!r}: the model has no module {new!r}; its modules: {_first(modules)}")
+            checks.add("match", "error", f"pretrained.match: {old!r} -> {new!r}: the model has no module {new!r}; its modules: {first(modules)}")
     if match and not checks.failed():
         checks.add("match", "ok", f"checkpoint modules renamed: {match}")
 
@@ -207,7 +75,7 @@ def _culprits(checks: Checks, architecture: str, old: dict, params: dict, mismat
         broken = [t for t in mismatched if t in before and (t not in after or after[t].shape != before[t].shape)]
         if broken:
             checks.add("params", "error", f"model.params.{key}: {old.get(key, 'default')!r} in the checkpoint, {params[key]!r} now: "
-                       f"changes the shape of {_first(broken)}; set it back to reuse those tensors", param=key, tensors=broken)
+                       f"changes the shape of {first(broken)}; set it back to reuse those tensors", param=key, tensors=broken)
 
 
 def _transfer(checks: Checks, ckpt: checkpoints.Checkpoint, model: nn.Module, model_cfg: dict, params: dict,
@@ -220,11 +88,11 @@ def _transfer(checks: Checks, ckpt: checkpoints.Checkpoint, model: nn.Module, mo
     head, modules = pretrained["head"], [n for n, _ in model.named_modules() if n]
     replaced = head["module"] if head and head["module"] in modules else None
     if head and replaced is None:
-        checks.add("head", "error", f"pretrained.head.module: {head['module']!r} is not a module of the model; its modules: {_first(modules)}")
+        checks.add("head", "error", f"pretrained.head.module: {head['module']!r} is not a module of the model; its modules: {first(modules)}")
     elif head:
         old = ckpt.meta.get("label_names")
         checks.add("head", "ok", f"{replaced!r} replaced by a new seeded init with {params['out_features']} outputs"
-                   + (f" (was {len(old)}: {_first(old)})" if old else ""))
+                   + (f" (was {len(old)}: {first(old)})" if old else ""))
     old_sizes, new_sizes = [len(old_cats[c]) for c in old_cats], [len(categories[c]) for c in old_cats]
     layers = getattr(model, "covariate_layers", [])
     if old_cats and not layers:
@@ -246,7 +114,7 @@ def _transfer(checks: Checks, ckpt: checkpoints.Checkpoint, model: nn.Module, mo
                    "set model.params to the ones it was trained with")
     if moved.missing:
         checks.add("tensors", "error", f"{len(moved.missing)} tensors of the new model have no counterpart in the checkpoint: "
-                   f"{_first(moved.missing, target)}; map their modules with pretrained.match {{checkpoint name: model name}} or "
+                   f"{first(moved.missing, target)}; map their modules with pretrained.match {{checkpoint name: model name}} or "
                    "replace the final layer with pretrained.head (is this checkpoint for this architecture?)", tensors=moved.missing)
     stray = [k for k in moved.dropped if not (replaced and surgery.under(k, replaced))]
     counts = {"reused": _values(source, moved.reused), "widened": _values(source, moved.widened),
@@ -255,7 +123,7 @@ def _transfer(checks: Checks, ckpt: checkpoints.Checkpoint, model: nn.Module, mo
     checks.add("tensors", "warning" if stray else "ok",
                f"{len(moved.reused)} tensors matched ({counts['reused']} values), {len(moved.widened)} widened, {len(moved.new)} new "
                f"({counts['new']} values), {len(moved.dropped)} unmatched in the checkpoint ({counts['dropped']} values)"
-               + (f": {_first(stray)} not used by the new model" if stray else ""))
+               + (f": {first(stray)} not used by the new model" if stray else ""))
     if checks.failed():
         return {}, {}, counts
     fresh = _initial(model, model_cfg["architecture"], params, ([replaced] if replaced else []) + [k.rpartition(".")[0] for k in widened], seed)
@@ -275,12 +143,12 @@ def check(checkpoint_path: str, train_path: str, model_cfg: dict, pretrained: di
         data = hdf5.layout(h5)
     checks, meta = Checks(), ckpt.meta
     checks.add("format", "ok", f"{ckpt.origin}: {len(ckpt.state_dict)} tensors")
-    features, padded = _features(checks, meta, pretrained, data.feature_names)
-    _locked(checks, meta, model_cfg, pretrained["locked"], checkpoint_path)
+    features, padded = metadata_checks.features(checks, meta, pretrained, data.feature_names)
+    metadata_checks.locked(checks, meta, model_cfg, pretrained["locked"], checkpoint_path)
     per_label = tasks.get(model_cfg["task"]).output_per_label  # counts: labels only annotate samples
-    out_features = _labels(checks, meta, pretrained["head"], data.label_names) if per_label else len(features)
-    old_cats = _recorded_categories(checks, meta, pretrained["categories"])
-    categories = _categories(checks, old_cats, pretrained["new_categories"], data.categories, train_path, "architecture" in meta)
+    out_features = metadata_checks.labels(checks, meta, pretrained["head"], data.label_names) if per_label else len(features)
+    old_cats = metadata_checks.recorded_categories(checks, meta, pretrained["categories"])
+    categories = metadata_checks.categories(checks, old_cats, pretrained["new_categories"], data.categories, train_path, "architecture" in meta)
     params = {**(meta.get("params") or {}), **model_cfg["params"], "in_features": len(features), "out_features": out_features}
     if categories:
         params["n_covariates"] = sum(len(c) for c in categories.values())

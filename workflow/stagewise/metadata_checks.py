@@ -1,0 +1,143 @@
+"""Checks of a checkpoint's metadata against the model config and the target data.
+
+Each function adds its findings (ok, warning or error, with a message that names the key and says
+what to do) to a `Checks` list and returns what the transfer needs; none stops at the first problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import surgery
+
+SHOWN = 5  # names listed per problem
+
+
+class Checks(list):
+    """The findings so far, each `{check, status: ok|warning|error, message, ...details}`."""
+
+    def add(self, check: str, status: str, message: str, **details) -> None:
+        self.append({"check": check, "status": status, "message": message, **details})
+
+    def failed(self) -> bool:
+        return any(c["status"] == "error" for c in self)
+
+
+def first(names: list, shapes: dict | None = None) -> str:
+    """The first few names (with their shapes when given) and how many more, for a message."""
+    shown = [f"{n} {tuple(shapes[n])}" if shapes else str(n) for n in names[:SHOWN]]
+    return ", ".join(shown) + (f", ... ({len(names) - SHOWN} more)" if len(names) > SHOWN else "")
+
+
+def features(checks: Checks, meta: dict, pretrained: dict, found: list[str]) -> tuple[list[str], list[str]]:
+    """The checkpoint's feature names and the ones to zero-fill, checked against the data's."""
+    recorded, listed = meta.get("feature_names"), None
+    if pretrained["feature_names"]:
+        path = Path(pretrained["feature_names"])
+        if not path.is_file():
+            checks.add("features", "error", f"pretrained.feature_names: file {path} not found (one feature name a line)")
+            return found, []
+        listed = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if recorded and recorded != listed:
+            checks.add("features", "error", f"pretrained.feature_names: {path} disagrees with the {len(recorded)} names recorded "
+                       "in the checkpoint; remove pretrained.feature_names")
+            return found, []
+    expected = recorded or listed
+    if expected is None:
+        checks.add("features", "warning", f"the checkpoint records no feature names; the data's {len(found)} features are assumed "
+                   "to be its inputs in the same order (set pretrained.feature_names: FILE to check them)")
+        return found, []
+    diff, mode = surgery.feature_diff(expected, found), pretrained["features"]
+    counts = "; ".join(f"{len(v)} {k.replace('_', '-')} (first: {first(v)})" for k, v in diff.items() if v)
+    if not any(diff.values()):
+        checks.add("features", "ok", f"{len(found)} features, same names in the same order")
+    elif len(diff["missing"]) == len(expected):
+        checks.add("features", "error", f"no feature of the data is one the checkpoint expects ({counts}); is this the right data?", **diff)
+    elif mode == "strict" or (mode == "reorder" and (diff["missing"] or diff["extra"])):
+        hint = "set pretrained.features: pad to zero-fill missing and drop extra features" if diff["missing"] or diff["extra"] \
+            else "set pretrained.features: reorder to permute the data to the checkpoint's order"
+        checks.add("features", "error", f"pretrained.features: {mode}: the data's features differ from the checkpoint's: {counts}; {hint}", **diff)
+    else:
+        done = [f"{len(diff['missing'])} zero-filled" if diff["missing"] else "", f"{len(diff['extra'])} dropped" if diff["extra"] else "",
+                "columns permuted to the checkpoint's order" if diff["out_of_order"] else ""]
+        checks.add("features", "warning", f"pretrained.features: {mode}: {counts}; {', '.join(d for d in done if d)}", **diff)
+    return expected, diff["missing"]
+
+
+def locked(checks: Checks, meta: dict, model_cfg: dict, locked: list[str], path: str) -> None:
+    """Architecture and the `pretrained.locked` params must equal what the checkpoint records."""
+    recorded = meta.get("architecture")
+    if recorded and recorded != model_cfg["architecture"]:
+        checks.add("architecture", "error", f"model.architecture is {model_cfg['architecture']!r} but {path} holds a {recorded!r} model")
+    old = meta.get("params") or meta.get("hyper_parameters") or {}
+    for key in locked:
+        if not old:
+            checks.add("locked", "error", f"pretrained.locked: {key!r} cannot be checked: {path} is a plain state_dict with no "
+                       "recorded params; remove it from pretrained.locked or use a checkpoint that records them")
+        elif key not in old:
+            checks.add("locked", "error", f"pretrained.locked: {key!r} is not recorded in {path} (recorded: {sorted(old)})")
+        elif model_cfg["params"].get(key, old[key]) != old[key]:
+            checks.add("locked", "error", f"pretrained.locked: model.params.{key} is {model_cfg['params'][key]!r} but the "
+                       f"checkpoint was trained with {old[key]!r}; set it back or unlock it")
+        else:
+            checks.add("locked", "ok", f"model.params.{key} = {old[key]!r}, as in the checkpoint")
+
+
+def labels(checks: Checks, meta: dict, head: dict | None, labels: list[str]) -> int:
+    """The head's output count; without head replacement the labels must be the checkpoint's."""
+    old = meta.get("label_names")
+    if head:
+        out = head["out_features"] or len(labels)
+        if out < len(labels):
+            checks.add("head", "error", f"pretrained.head.out_features is {out} but the target has {len(labels)} labels")
+        return out
+    if old is None:
+        checks.add("labels", "warning", f"the checkpoint records no label names; its outputs are taken as the target's "
+                   f"{len(labels)} labels in order ({first(labels)})")
+    elif old != labels:
+        checks.add("labels", "error", f"the target's labels ({first(labels)}) differ from the checkpoint's ({first(old)}); "
+                   "set pretrained.head to replace the final layer")
+    return len(old or labels)
+
+
+def recorded_categories(checks: Checks, meta: dict, listed: dict) -> dict:
+    """The checkpoint's covariate categories: recorded in its metadata, or from `pretrained.categories` when it records none."""
+    recorded = meta.get("categories")
+    if recorded is None:
+        return listed
+    if listed and listed != recorded:
+        checks.add("categories", "error", f"pretrained.categories {listed} disagrees with the categories the checkpoint records "
+                   f"({recorded}); remove pretrained.categories")
+    return recorded
+
+
+def categories(checks: Checks, old: dict, declared: dict, data: dict, train: str, stagewise: bool) -> dict:
+    """Each covariate's categories after surgery: the checkpoint's, then new ones (declared or found in the data)."""
+    out = {name: list(cats) for name, cats in old.items()}
+    for name in declared:
+        if name not in old:
+            checks.add("categories", "error", f"pretrained.new_categories.{name}: the checkpoint has no covariate {name!r} "
+                       f"(its covariates: {sorted(old)})")
+    for name, cats in old.items():
+        if name not in data:
+            checks.add("categories", "error", f"covariate {name!r}: column missing: {train} has no covariates/{name}, but the "
+                       f"checkpoint's model takes it ({len(cats)} categories); add {name!r} to data.target.covariates")
+            continue
+        again = [c for c in declared.get(name, []) if c in cats]
+        new = [c for c in declared.get(name, []) if c not in cats] if name in declared else [c for c in data[name] if c not in cats]
+        unknown = [c for c in data[name] if c not in cats and c not in new]
+        if again:
+            checks.add("categories", "error", f"pretrained.new_categories.{name}: {first(again)} already in the checkpoint")
+        if unknown:
+            checks.add("categories", "error", f"covariate {name!r}: {len(unknown)} categories in the data are neither in the "
+                       f"checkpoint nor in pretrained.new_categories.{name}: {first(unknown)}; add them there")
+        out[name] = cats + new
+        status = "warning" if new and name not in declared else "ok"
+        found = " (found in the data, not declared in pretrained.new_categories)" if status == "warning" else ""
+        checks.add("categories", status, f"covariate {name!r}: {len(cats)} categories" + (f" + {len(new)} new{found}: {first(new)}" if new else ""),
+                   covariate=name, old=cats, new=new)
+    for name in sorted(set(data) - set(old)):
+        why = ("the checkpoint's model takes no such input" if stagewise else "the checkpoint records no categories; if its model "
+               f"takes this covariate, list them in pretrained.categories.{name} in the order of its one-hot columns")
+        checks.add("categories", "warning", f"covariate {name!r} of the data is ignored: {why}")
+    return out
