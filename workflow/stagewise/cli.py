@@ -34,8 +34,8 @@ def _check(args: argparse.Namespace) -> int:
     if start is None:
         return 1
     problems = stages.validate(start, cfg)
-    stages = sum(len(e["stages"]) for e in cfg["experiments"].values())
-    print(f"stages: {stages - len(problems)} of {stages} valid" + "".join(f"\n  [  error] {p}" for p in problems))
+    total = sum(len(e["stages"]) for e in cfg["experiments"].values())
+    print(f"stages: {total - len(problems)} of {total} valid" + "".join(f"\n  [  error] {p}" for p in problems))
     return 1 if problems else 0
 
 
