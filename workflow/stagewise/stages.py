@@ -88,12 +88,12 @@ def validate(start: checkpoints.Checkpoint, config: dict) -> list[str]:
     problems = []
     with torch.device("meta"):  # names and shapes only: no weights initialised, copied or allocated
         model = models.build(start.meta["architecture"], start.meta["params"])
+    masks = freezing.entry_masks(model, start.meta.get("new_parameter_masks") or {})  # the start model's: one for all stages
     for experiment in config["experiments"]:
         for index, folder in enumerate(sw_config.stage_dirs(config, experiment)):
             stage = sw_config.stage_config(config, experiment, index)
             path = where(f"{experiment}/{folder}")
             try:
-                masks = freezing.entry_masks(model, start.meta.get("new_parameter_masks") or {})
                 selection = freezing.select(model, stage["policy"], start.meta.get("new_parameters", []), masks, path)
                 optimizer = optim.build_optimizer(model, selection.names, stage["training"], path, dry_run=True)
                 optim.Schedule(optimizer, stage["training"]["scheduler"], stage["training"]["epochs"], 1, path)
