@@ -36,6 +36,24 @@ def get_raw_files(wildcards):
     return [spec[k] for k in ("train", "test") if spec.get(k) and ":" not in spec[k]]
 
 
+_PLUGIN = []
+
+
+def get_plugin_source():
+    """A plug-in architecture's source sha256 (or installed package and version); None for built-ins.
+
+    A param of the rules that build the model from its class, so an edit of the plug-in's file
+    reruns check_compatibility (and pretrain) and everything after them.
+    """
+    if ":" not in config["model"]["architecture"]:
+        return None
+    if not _PLUGIN:  # torch is imported for plug-ins only, once
+        from stagewise.models import source
+
+        _PLUGIN.append(sw_config.canonical(source.describe(config["model"]["architecture"])))
+    return _PLUGIN[0]
+
+
 def get_feature_names_file():
     return config["pretrained"]["feature_names"] or []
 

@@ -21,6 +21,7 @@ rule pretrain:
     params:
         stage=get_pretrain_params,
         model=config["model"],
+        plugin=get_plugin_source(),
         version=VERSION,
     script:
         "../scripts/pretrain.py"
@@ -46,6 +47,7 @@ rule check_compatibility:
         model=config["model"],
         pretrained=config["pretrained"],
         seed=config["training"]["seed"],
+        plugin=get_plugin_source(),
         version=VERSION,
     script:
         "../scripts/compatibility.py"

@@ -7,6 +7,7 @@ from pathlib import Path
 from . import checkpoints
 from .errors import StagewiseError
 from .files import sha256_file
+from .models import source
 
 
 def _workdir(path: Path) -> Path:
@@ -33,7 +34,8 @@ def chain(path: str | Path) -> list[dict]:
         seen.add(path.resolve())
         meta = checkpoints.load(path).meta
         link = {"path": shown, "sha256": sha256_file(path), "label": meta.get("label", ""),
-                "config_sha256": meta.get("config_sha256"), "versions": {k: meta.get(k) for k in ("stagewise_version", "torch_version")}}
+                "config_sha256": meta.get("config_sha256"), "versions": {k: meta.get(k) for k in ("stagewise_version", "torch_version")},
+                "plugin": meta.get("plugin")}
         if meta.get("data"):
             link["data"] = meta["data"]
             link["data_status"] = _status(root / meta["data"], meta.get("data_sha256"))
@@ -64,6 +66,8 @@ def render(links: list[dict]) -> str:
         lines.append(f"{pad}{link['path']}  [{link['label'] or 'checkpoint'}] sha256 {link['sha256'][:12]}")
         if link.get("config_sha256"):
             lines.append(f"{pad}  config sha256 {link['config_sha256'][:12]}, stagewise {link['versions']['stagewise_version']}, torch {link['versions']['torch_version']}")
+        if link.get("plugin"):
+            lines.append(f"{pad}  {source.render(link['plugin'])}")
         if "data" in link:
             lines.append(f"{pad}  trained on {link['data']}: {link['data_status']}")
         if "parent" in link:

@@ -191,6 +191,6 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
         raise StagewiseError(text)
     config_sha256 = sha256_json({key: params[key] for key in ("model", "pretrained", "seed")})
     checkpoints.save(outputs["model"], start.state_dict,
-                     start.meta | checkpoints.lineage(inputs["checkpoint"]) | {"config_sha256": config_sha256, "label": "start"})
+                     start.meta | checkpoints.lineage(inputs["checkpoint"]) | {"config_sha256": config_sha256, "label": "start", "plugin": params.get("plugin")})
     write_json(outputs["json"], report)
     write_text(outputs["txt"], text)

@@ -21,7 +21,7 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
     training.seed_everything(params["stage"]["training"]["seed"])
     model = models.build(model_cfg["architecture"], arch_params)
     meta = {"architecture": model_cfg["architecture"], "params": arch_params, "task": model_cfg["task"],
-            "feature_names": features, "label_names": labels, "new_parameters": []}
+            "feature_names": features, "label_names": labels, "new_parameters": [], "plugin": params.get("plugin")}
     if categories:
         meta["categories"] = categories
     train_and_save(model, meta, inputs, outputs, params["stage"], "pretrain")
