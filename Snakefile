@@ -37,4 +37,6 @@ rule all:
 
 
 onsuccess:
-    print(f"stagewise: report at {os.path.abspath('results/report.html')}")
+    # only when this run's targets include the report (not, e.g., `snakemake results/pretrain/model.pt`)
+    if any(job.rule.name == "report" for job in workflow.dag.jobs):
+        print(f"stagewise: report at {os.path.abspath('results/report.html')}")

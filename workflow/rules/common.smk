@@ -4,8 +4,20 @@ from stagewise import resources as sw_resources
 from stagewise.errors import StagewiseError
 from snakemake.exceptions import WorkflowError
 
+# The files this run's config came from: the --configfile files (they replace the Snakefile's),
+# else config/config.yaml. Snakemake has parsed them already; they are read again to refuse a
+# duplicate key and to name the file and line of each error.
+_CONFIG_FILES = [str(path) for path in (workflow.overwrite_configfiles or workflow.configfiles)]
+_CONFIG_SOURCE = " + ".join(_CONFIG_FILES) or "config"
+if workflow.config_settings.config:
+    _CONFIG_SOURCE += " with --config overrides"
 try:
-    _validated = sw_config.validate(config, source="--configfile / config/config.yaml")
+    _config_lines = [sw_config.read(path)[1] for path in _CONFIG_FILES]
+    _config_lines = _config_lines[0] if _config_lines and _CONFIG_SOURCE == _CONFIG_FILES[0] else None
+    _validated = sw_config.validate(config, source=_CONFIG_SOURCE, lines=_config_lines)
+    # every file the config names exists (relative to the working directory): a missing one
+    # must not pass for "Nothing to be done" on the old results
+    sw_config.check_files(_validated, _CONFIG_SOURCE, _config_lines)
 except StagewiseError as error:
     raise WorkflowError(str(error)) from None
 config.clear()

@@ -21,7 +21,7 @@ def _check(args: argparse.Namespace) -> int:
     from . import stages
     from .steps import compatibility, prepare
 
-    cfg = sw_config.load(args.config)
+    cfg = sw_config.load(args.config, files=True)
     checkpoint = cfg["pretrained"]["checkpoint"]
     if checkpoint is None:
         raise StagewiseError(f"{args.config}: pretrained.checkpoint is null (the workflow pretrains one); nothing to check yet")
@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
     """Run the packaged workflow on the user's config in the current directory."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(Path.cwd())]
     if args.config:
-        sw_config.load(args.config)  # fail here, with the key named, before Snakemake starts
+        sw_config.load(args.config, files=True)  # fail here, with the key and line named, before Snakemake starts
         cmd += ["--configfile", str(Path(args.config).resolve()), "--replace-workflow-config"]
     return subprocess.call(cmd + extra)
 
@@ -100,7 +100,7 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="check a pretrained checkpoint against the config and data (exit 0/1)")
     check.add_argument("--config", required=True)
     run = sub.add_parser("run", help="run the workflow; other arguments go to snakemake")
-    run.add_argument("--config")
+    run.add_argument("--config", "--configfile", dest="config", help="your config file (replaces config/config.yaml)")
     profile = sub.add_parser("profile", help="install a shipped Snakemake profile")
     profile.add_argument("action", choices=["install"])
     profile.add_argument("name")

@@ -74,8 +74,20 @@ def _mapping(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def validate(config: dict, source: str = "config") -> dict:
-    """Return a validated copy of `config` with defaults filled in; raise on the first bad key."""
+def _error_path(error: jsonschema.ValidationError) -> list:
+    """Where an error points; an unknown key's own path (its line, not its mapping's)."""
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = error.schema.get("properties", {})
+        path += [key for key in error.instance if key not in known][:1]
+    return path
+
+
+def validate(config: dict, source: str = "config", lines: Lines | None = None) -> dict:
+    """Return a validated copy of `config` with defaults filled in; raise on the first bad key.
+
+    `lines` (from `read`) puts the line of each bad key in front of its message.
+    """
     if not isinstance(config, dict):
         raise StagewiseError(f"{source}: the config must be a mapping of keys (data, model, ...), not a {type(config).__name__}")
     config = copy.deepcopy(config)
@@ -91,13 +103,14 @@ def validate(config: dict, source: str = "config") -> dict:
             dataset["label_map"] = {str(k): str(v) for k, v in dataset["label_map"].items()}
     errors = sorted(_Validator(schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [f"{source}: invalid configuration:"]
+        report = [f"{source}: invalid configuration:"]
         for error in errors:
             message = error.message
             if error.validator == "additionalProperties":
                 message = f"unknown key ({message}); see config/README.md for the keys it accepts"
-            lines.append(f"  {_where(error)}: {message}")
-        raise StagewiseError("\n".join(lines))
+            line = lines.line(_error_path(error)) if lines else None
+            report.append(f"  {f'line {line}: ' if line else ''}{_where(error)}: {message}")
+        raise StagewiseError("\n".join(report))
     if config["pretrained"]["checkpoint"] is None and "source" not in config["data"]:
         raise StagewiseError(
             f"{source}: pretrained.checkpoint is not set and data.source is missing: "
@@ -107,16 +120,110 @@ def validate(config: dict, source: str = "config") -> dict:
     return config
 
 
-def load(path: str | Path) -> dict:
-    """Read a YAML config file and validate it."""
+class Lines:
+    """The line of each key of a YAML document, by its path of keys and list indices."""
+
+    def __init__(self, node: yaml.Node | None) -> None:
+        self.node = node
+
+    def line(self, path: list) -> int | None:
+        """The 1-based line of the deepest key of `path` the document has (None: not in it)."""
+        node, line = self.node, None
+        for part in path:
+            if isinstance(node, yaml.MappingNode):
+                match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+                if match is None:
+                    break
+                line, node = match[0].start_mark.line + 1, match[1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                node = node.value[part]
+                line = node.start_mark.line + 1
+            else:
+                break
+        return line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (list, dict)):
+                continue  # unhashable: PyYAML's own error follows
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def read(path: str | Path) -> tuple[Any, Lines]:
+    """Parse a YAML config file: the data and its key lines; an error names the file and line.
+
+    Refused: a missing or empty file, YAML syntax errors (a tab in the indentation included) and a
+    key given twice in one mapping.
+    """
     path = Path(path)
     if not path.is_file():
-        raise StagewiseError(f"{path}: config file not found")
+        raise StagewiseError(f"{path}: config file not found" + ("" if path.is_absolute() else f" (in {Path.cwd()})"))
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise StagewiseError(f"{path}: cannot read the config file ({error})") from None
+    try:
+        node = yaml.compose(text, Loader=_UniqueKeyLoader)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = error.problem or error.context or "syntax error"
+        if error.context and error.problem and error.context_mark:
+            problem += f" ({error.context}, from line {error.context_mark.line + 1})"
+        if "'\\t'" in problem:
+            problem += " (YAML indents with spaces, never tabs)"
+        raise StagewiseError(f"{where}: not valid YAML: {problem}") from None
     except yaml.YAMLError as error:
         raise StagewiseError(f"{path}: not valid YAML: {error}") from None
-    return validate(raw, source=str(path))
+    if data is None:
+        raise StagewiseError(f"{path}: the config file is empty (it needs the keys data, model, experiments, ...)")
+    return data, Lines(node)
+
+
+def load(path: str | Path, files: bool = False) -> dict:
+    """Read a YAML config file and validate it; `files`: also check that the files it names exist."""
+    raw, lines = read(path)
+    config = validate(raw, source=str(path), lines=lines)
+    if files:
+        check_files(config, str(path), lines)
+    return config
+
+
+def named_files(config: dict) -> list[tuple[list, str]]:
+    """(key path, path) of every file or folder a validated config names (built-in data like sklearn:digits excluded)."""
+    named = [(["data", name, split], spec[split]) for name, spec in config["data"].items()
+             for split in ("train", "test") if spec.get(split) and ":" not in spec[split]]
+    named += [(["pretrained", key], config["pretrained"][key]) for key in ("checkpoint", "feature_names", "label_names")
+              if config["pretrained"].get(key)]
+    return named
+
+
+def check_files(config: dict, source: str = "config", lines: Lines | None = None) -> None:
+    """Raise naming every key whose file (or, for data, folder) does not exist, relative to the working directory."""
+    missing = []
+    for key, name in named_files(config):
+        path = Path(name)
+        if path.is_file() or (key[0] == "data" and path.is_dir()):
+            continue
+        line = lines.line(key) if lines else None
+        what = "a folder, not a file" if path.is_dir() else "not found"
+        missing.append(f"  {f'line {line}: ' if line else ''}{'.'.join(key)}: {name}: {what}")
+    if missing:
+        raise StagewiseError("\n".join([f"{source}: files the config names do not exist (paths are relative to {Path.cwd()}):",
+                                         *missing]))
 
 
 def canonical(obj: Any) -> Any:
