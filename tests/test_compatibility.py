@@ -22,7 +22,7 @@ FEATURES = [f"g{i}" for i in range(6)]
 LABELS = ["a", "b", "c"]
 PARAMS = {"in_features": 6, "out_features": 3, "hidden": [8, 4]}
 MODEL = {"architecture": "mlp", "params": {}, "task": "classification"}
-DEFAULTS = {"checkpoint": None, "locked": [], "match": {}, "head": None, "features": "reorder", "feature_names": None, "categories": {}, "new_categories": {}}
+DEFAULTS = {"checkpoint": None, "locked": [], "match": {}, "head": None, "features": "reorder", "feature_names": None, "label_names": None, "categories": {}, "new_categories": {}}
 
 
 def write_data(path, features=FEATURES, labels=LABELS, categories=None) -> str:
@@ -127,13 +127,41 @@ def test_plain_state_dict_takes_feature_names_from_a_file(tmp_path):
     report, start = run_check(tmp_path, pretrained(feature_names=str(names)))
     assert start is None and "records no model params: set model.params" in errors(report)[-1]  # default hidden [128, 64]
     model = MODEL | {"params": {"hidden": [8, 4]}}
-    report, start = run_check(tmp_path, pretrained(feature_names=str(names)), model=model)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(LABELS) + "\n")
+    report, start = run_check(tmp_path, pretrained(feature_names=str(names), label_names=str(labels)), model=model)
     assert start.meta["feature_names"] == FEATURES[::-1]
     assert {c["check"]: c["status"] for c in report["checks"]}["features"] == "warning"
     report, _ = run_check(tmp_path, pretrained(feature_names=str(tmp_path / "absent.txt")), model=model)
     assert "pretrained.feature_names: file" in errors(report)[0] and "absent.txt" in errors(report)[0]
-    report, start = run_check(tmp_path, model=model)  # no names anywhere: assumed, and said so
+    report, start = run_check(tmp_path, pretrained(label_names=str(labels)), model=model)  # no feature names: assumed, and said so
     assert report["status"] == "warning" and "records no feature names" in compatibility.render(report)
+
+
+def test_a_plain_state_dicts_label_order_is_never_assumed(tmp_path):
+    state = write_checkpoint(tmp_path / "ck.pt", plain=True)
+    model = MODEL | {"params": {"hidden": [8, 4]}}
+    report, start = run_check(tmp_path, model=model)
+    assert start is None and "records no label names, so the order of its outputs is unknown" in errors(report)[0]
+    assert "pretrained.label_names: FILE" in errors(report)[0] and "pretrained.head" in errors(report)[0]
+    labels = tmp_path / "labels.txt"
+    labels.write_text("c\na\nb\n")  # the lab's order: output 0 is c, 1 is a, 2 is b
+    report, start = run_check(tmp_path, pretrained(label_names=str(labels)), model=model)
+    assert start is not None and "rows are reordered" in compatibility.render(report)
+    assert start.meta["label_names"] == LABELS
+    for key in ("head.weight", "head.bias"):  # target a, b, c = checkpoint rows 1, 2, 0
+        assert torch.equal(start.state_dict[key], state[key][[1, 2, 0]])
+    labels.write_text("a\nb\nx\n")
+    report, start = run_check(tmp_path, pretrained(label_names=str(labels)), model=model)
+    assert start is None and "differ from the checkpoint's (a, b, x)" in errors(report)[0]
+
+
+def test_recorded_labels_in_another_order_reorder_the_head(tmp_path):
+    state = write_checkpoint(tmp_path / "ck.pt", label_names=["b", "c", "a"])
+    report, start = run_check(tmp_path)
+    assert report["status"] == "ok", compatibility.render(report)
+    assert torch.equal(start.state_dict["head.weight"], state["head.weight"][[2, 0, 1]])
+    assert report["mappings"]["labels"] == {"old": ["b", "c", "a"], "order": [2, 0, 1]}
 
 
 def test_locked_param_changed_is_an_error(tmp_path):
@@ -254,7 +282,9 @@ def test_plain_state_dict_takes_its_categories_from_the_config(tmp_path):
     assert start is None
     assert "the checkpoint records no categories; if its model takes this covariate, list them in pretrained.categories.batch" \
         in compatibility.render(report)
-    report, start = run_check(tmp_path, pretrained(categories={"batch": ["b1", "b2"]}), model=model,
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(LABELS))
+    report, start = run_check(tmp_path, pretrained(categories={"batch": ["b1", "b2"]}, label_names=str(labels)), model=model,
                               categories={"batch": ["b1", "b2", "b3"]})
     assert start is not None, compatibility.render(report)
     assert start.meta["categories"] == {"batch": ["b1", "b2", "b3"]} and start.meta["params"]["n_covariates"] == 3

@@ -200,7 +200,7 @@ def test_plugin_with_covariates_is_checked():
 
 
 @pytest.mark.parametrize("architecture, message", [
-    ("plugin_model:BadBlocks", "names 'missing' in block_names/head_name"),
+    ("plugin_model:BadBlocks", "has no submodule 'missing'"),
     ("plugin_model:NotAModule", "not a torch.nn.Module subclass"),
     ("plugin_model:Missing", "cannot import 'plugin_model:Missing'"),
     ("no_such_module:Net", "must be installed or in the folder"),

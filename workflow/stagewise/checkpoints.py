@@ -155,7 +155,7 @@ def save(path: str | Path, state_dict: dict[str, torch.Tensor], meta: dict) -> N
 def build_model(checkpoint: Checkpoint) -> nn.Module:
     """Rebuild the model a stagewise checkpoint describes and load its weights."""
     meta = checkpoint.meta
-    model = models.build(meta["architecture"], meta["params"])
+    model = models.from_meta(meta)
     model.load_state_dict(checkpoint.state_dict)
     return model
 

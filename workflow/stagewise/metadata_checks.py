@@ -33,14 +33,9 @@ def features(checks: Checks, meta: dict, pretrained: dict, found: list[str]) -> 
     """The checkpoint's feature names and the ones to zero-fill, checked against the data's."""
     recorded, listed = meta.get("feature_names"), None
     if pretrained["feature_names"]:
-        path = Path(pretrained["feature_names"])
-        if not path.is_file():
-            checks.add("features", "error", f"pretrained.feature_names: file {path} not found (one feature name a line)")
-            return found, []
-        listed = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if recorded and recorded != listed:
-            checks.add("features", "error", f"pretrained.feature_names: {path} disagrees with the {len(recorded)} names recorded "
-                       "in the checkpoint; remove pretrained.feature_names")
+        failed = checks.failed()
+        listed = _listed(checks, "features", "feature_names", pretrained["feature_names"], recorded, "feature name")
+        if listed is None or (checks.failed() and not failed):
             return found, []
     expected = recorded or listed
     if expected is None:
@@ -83,21 +78,52 @@ def locked(checks: Checks, meta: dict, model_cfg: dict, locked: list[str], path:
             checks.add("locked", "ok", f"model.params.{key} = {old[key]!r}, as in the checkpoint")
 
 
-def labels(checks: Checks, meta: dict, head: dict | None, labels: list[str]) -> int:
-    """The head's output count; without head replacement the labels must be the checkpoint's."""
+def _listed(checks: Checks, check: str, key: str, path: str, recorded: list[str] | None, what: str) -> list[str] | None:
+    """Names from a one-a-line file (`pretrained.<key>`), checked against those the checkpoint records."""
+    file = Path(path)
+    if not file.is_file():
+        checks.add(check, "error", f"pretrained.{key}: file {file} not found (one {what} a line)")
+        return None
+    listed = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    if recorded and recorded != listed:
+        checks.add(check, "error", f"pretrained.{key}: {file} disagrees with the {len(recorded)} names recorded in the checkpoint "
+                   f"({first(recorded)}); remove pretrained.{key}")
+    if len(set(listed)) != len(listed):
+        checks.add(check, "error", f"pretrained.{key}: {file} lists a name twice")
+    return listed
+
+
+def head_outputs(checks: Checks, head: dict, labels: list[str]) -> int:
+    """The output count of a replaced head: `pretrained.head.out_features`, else one per target label."""
+    out = head["out_features"] or len(labels)
+    if out < len(labels):
+        checks.add("head", "error", f"pretrained.head.out_features is {out} but the target has {len(labels)} labels")
+    return out
+
+
+def label_order(checks: Checks, meta: dict, pretrained: dict, labels: list[str]) -> tuple[list[str] | None, list[int] | None]:
+    """The checkpoint's labels (recorded, or from `pretrained.label_names`) and, for a reused head, the permutation of its
+    output rows that puts them in the target's order (None when the head is replaced or nothing can be reused)."""
     old = meta.get("label_names")
-    if head:
-        out = head["out_features"] or len(labels)
-        if out < len(labels):
-            checks.add("head", "error", f"pretrained.head.out_features is {out} but the target has {len(labels)} labels")
-        return out
+    if pretrained["label_names"]:
+        old = _listed(checks, "labels", "label_names", pretrained["label_names"], old, "label") or old
+    if pretrained["head"]:
+        return old, None
+    fix = "give pretrained.label_names: FILE (one label a line, in the order of the model's outputs) or replace the head with pretrained.head"
     if old is None:
-        checks.add("labels", "warning", f"the checkpoint records no label names; its outputs are taken as the target's "
-                   f"{len(labels)} labels in order ({first(labels)})")
-    elif old != labels:
+        checks.add("labels", "error", f"the checkpoint records no label names, so the order of its outputs is unknown and "
+                   f"the target's {len(labels)} labels ({first(labels)}) cannot be matched to them; {fix}")
+        return None, None
+    if sorted(old) != sorted(labels):
         checks.add("labels", "error", f"the target's labels ({first(labels)}) differ from the checkpoint's ({first(old)}); "
                    "set pretrained.head to replace the final layer")
-    return len(old or labels)
+        return old, None
+    if old == labels:
+        checks.add("labels", "ok", f"{len(labels)} labels, same names in the same order")
+        return old, list(range(len(labels)))
+    checks.add("labels", "ok", f"{len(labels)} labels in another order ({first(old)}): the head's output rows are reordered "
+               f"to the target's ({first(labels)})")
+    return old, [old.index(name) for name in labels]
 
 
 def recorded_categories(checks: Checks, meta: dict, listed: dict) -> dict:

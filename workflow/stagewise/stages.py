@@ -87,7 +87,7 @@ def validate(start: checkpoints.Checkpoint, config: dict) -> list[str]:
     optimizer or scheduler arguments torch rejects (what `stagewise check` reports before a run)."""
     problems = []
     with torch.device("meta"):  # names and shapes only: no weights initialised, copied or allocated
-        model = models.build(start.meta["architecture"], start.meta["params"])
+        model = models.from_meta(start.meta)
     masks = freezing.entry_masks(model, start.meta.get("new_parameter_masks") or {})  # the start model's: one for all stages
     for experiment in config["experiments"]:
         for index, folder in enumerate(sw_config.stage_dirs(config, experiment)):

@@ -146,3 +146,37 @@ def labels(task: str, output, y: np.ndarray) -> np.ndarray:
     if task == "regression":
         return y.reshape(output.shape).astype(np.float32)
     return y
+
+
+def _describe(output: object) -> str:
+    if isinstance(output, torch.Tensor):
+        return f"a tensor of shape {tuple(output.shape)}"
+    if isinstance(output, dict):
+        return f"a dict with keys {list(output)}"
+    if isinstance(output, (tuple, list)):
+        return f"a {type(output).__name__} of {len(output)}"
+    return f"a {type(output).__name__}"
+
+
+def output_problem(task: str, output: object, n_outputs: int, label_shape: tuple[int, ...], n: int = 2) -> str | None:
+    """What is wrong with a model's output on `n` samples for `task` (None when it fits)."""
+    if task == "counts":
+        return None if isinstance(output, dict) and "z_mean" in output else \
+            f"expected a dict with z_mean, z_logvar and the likelihood's parameters (as stagewise's cvae), got {_describe(output)}"
+    if not isinstance(output, torch.Tensor):
+        return (f"expected one tensor, got {_describe(output)}; set model.output to the index, key or attribute of the "
+                + ("values" if task == "regression" else "logits"))
+    shape = tuple(output.shape)
+    if task == "classification":
+        expected, fits = f"logits ({n}, {n_outputs})", shape == (n, n_outputs)
+    elif task == "regression":
+        targets = label_shape[0] if label_shape else 1
+        expected = f"values ({n}, {targets})" + (f" or ({n},)" if targets == 1 else "")
+        fits = shape == (n, targets) or (targets == 1 and shape == (n,))
+    else:
+        length = label_shape[0]
+        expected = f"per-position logits ({n}, L, {n_outputs}) with L <= {length} positions, centred"
+        fits = len(shape) == 3 and shape[0] == n and shape[2] == n_outputs and shape[1] <= length and (length - shape[1]) % 2 == 0
+        if not fits and len(shape) == 3 and shape[1] == n_outputs:
+            expected += " (the model returns channels first: set model.channels_first: true)"
+    return None if fits else f"expected {expected} for {task}, got {shape}"

@@ -12,7 +12,7 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
     meta = dict(parent.meta)
     if params["init"] == "random":
         training.seed_everything(params["stage"]["training"]["seed"])
-        model = models.build(meta["architecture"], meta["params"])
+        model = models.from_meta(meta)
         meta["new_parameters"] = []
     else:
         model = checkpoints.build_model(parent)

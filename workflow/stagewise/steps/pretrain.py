@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import models, training
 from ..io import hdf5
-from ..models import tasks
+from ..models import interface, tasks
 from ..stages import train_and_save
 
 
@@ -12,16 +12,20 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
     """Build `model` for the source data's features, labels and covariates and train it from scratch."""
     with hdf5.open_split(inputs["train"]) as h5:
         layout = hdf5.layout(h5)
-    model_cfg = params["model"]
-    features, labels, categories = layout.feature_names, layout.label_names, layout.categories
-    arch_params = {**model_cfg["params"], "in_features": len(features),
-                   "out_features": tasks.out_features(model_cfg["task"], len(features), len(labels))}
-    if categories:
-        arch_params["n_covariates"] = sum(len(names) for names in categories.values())
+    meta = source_model(layout, params["model"]) | {"plugin": params.get("plugin")}
     training.seed_everything(params["stage"]["training"]["seed"])
-    model = models.build(model_cfg["architecture"], arch_params)
-    meta = {"architecture": model_cfg["architecture"], "params": arch_params, "task": model_cfg["task"],
-            "feature_names": features, "label_names": labels, "new_parameters": [], "plugin": params.get("plugin")}
-    if categories:
-        meta["categories"] = categories
+    model = models.from_meta(meta)
     train_and_save(model, meta, inputs, outputs, params["stage"], "pretrain")
+
+
+def source_model(layout: hdf5.Layout, model_cfg: dict) -> dict:
+    """The metadata of the model `pretrain` trains: `model` sized for the source data's features, labels and covariates."""
+    features, labels, categories = layout.feature_names, layout.label_names, layout.categories
+    n_covariates = sum(len(names) for names in categories.values())
+    n_outputs = tasks.out_features(model_cfg["task"], len(features), len(labels))
+    sizes = models.data_sizes(layout.feature_shape, len(features), n_outputs, n_covariates)
+    names = models.size_map(model_cfg["architecture"], model_cfg.get("from_data"), bool(n_covariates))
+    meta = {"architecture": model_cfg["architecture"], "params": {**model_cfg["params"], **{a: sizes[n] for a, n in names.items()}},
+            "interface": interface.Interface.from_dict(model_cfg).to_dict(), "task": model_cfg["task"],
+            "feature_names": features, "label_names": labels, "new_parameters": []}
+    return meta | ({"categories": categories} if categories else {})
