@@ -376,7 +376,7 @@ def test_cli_check_exit_codes(tmp_path, monkeypatch, capsys):
     assert done.returncode == 1 and "ck.pt: corrupt or truncated" in done.stderr and "Traceback" not in done.stderr
     (tmp_path / "ck.pt").unlink()
     assert cli.main(["check", "--config", "config.yaml"]) == 1
-    assert "ck.pt: checkpoint file not found" in capsys.readouterr().err
+    assert "pretrained.checkpoint: ck.pt: not found" in capsys.readouterr().err
 
 
 def test_cli_check_costs_a_load_not_a_training_start(tmp_path, monkeypatch):

@@ -17,24 +17,32 @@ SNAKEFILE = REPO / "Snakefile"
 
 
 def _check(args: argparse.Namespace) -> int:
-    """Read the target data (no split), check the checkpoint against it, validate every stage; print the report."""
-    from . import stages
-    from .steps import compatibility, prepare
+    """Read the target data (no split), check the checkpoint against it, validate every stage; print the report.
+    Without a checkpoint, the model `pretrain` would build from data.source (random weights) stands in for it."""
+    from . import checkpoints, stages
+    from .steps import compatibility, prepare, pretrain
 
     cfg = sw_config.load(args.config, files=True)
-    checkpoint = cfg["pretrained"]["checkpoint"]
-    if checkpoint is None:
-        raise StagewiseError(f"{args.config}: pretrained.checkpoint is null (the workflow pretrains one); nothing to check yet")
+    task, checkpoint, problems = cfg["model"]["task"], cfg["pretrained"]["checkpoint"], []
     with tempfile.TemporaryDirectory() as tmp:
-        splits = {k: f"{tmp}/{k}.h5" for k in ("train", "val", "test")}
-        prepare.run({}, {**splits, "summary": f"{tmp}/summary.json"}, {"dataset": cfg["data"]["target"], "name": "target",
-                                                                   "task": cfg["model"]["task"], "split": False})
-        report, start = compatibility.check(checkpoint, splits["train"], cfg["model"], cfg["pretrained"], cfg["training"]["seed"])
+        def read(name: str) -> str:
+            splits = {k: f"{tmp}/{name}_{k}.h5" for k in ("train", "val", "test")}
+            prepare.run({}, {**splits, "summary": f"{tmp}/{name}_summary.json"}, {"dataset": cfg["data"][name], "name": name,
+                                                                                 "task": task, "split": False})
+            return splits["train"]
+
+        if checkpoint is None:
+            source = pretrain.untrained(read("source"), cfg["model"], cfg["training"]["seed"])
+            problems += stages.validate(source, cfg, pretraining=True)
+            checkpoint = f"{tmp}/pretrain.pt"
+            checkpoints.save(checkpoint, source.state_dict, source.meta)
+            print("pretrained.checkpoint is null: checked with the model `pretrain` builds from data.source (untrained)")
+        report, start = compatibility.check(checkpoint, read("target"), cfg["model"], cfg["pretrained"], cfg["training"]["seed"])
     print(compatibility.render(report), end="")
     if start is None:
         return 1
-    problems = stages.validate(start, cfg)
-    total = sum(len(e["stages"]) for e in cfg["experiments"].values())
+    problems += stages.validate(start, cfg)
+    total = sum(len(e["stages"]) for e in cfg["experiments"].values()) + (cfg["pretrained"]["checkpoint"] is None)
     print(f"stages: {total - len(problems)} of {total} valid" + "".join(f"\n  [  error] {p}" for p in problems))
     return 1 if problems else 0
 

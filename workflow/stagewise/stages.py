@@ -82,21 +82,23 @@ def train_and_save(model: nn.Module, meta: dict, inputs: dict, outputs: dict, st
     })
 
 
-def validate(start: checkpoints.Checkpoint, config: dict) -> list[str]:
+def validate(start: checkpoints.Checkpoint, config: dict, pretraining: bool = False) -> list[str]:
     """Every stage's problems found without training: names that match nothing, nothing to train,
-    optimizer or scheduler arguments torch rejects (what `stagewise check` reports before a run)."""
+    optimizer or scheduler arguments torch rejects (what `stagewise check` reports before a run).
+    `pretraining`: the pretrain stage on the source model `start`, instead of the experiments' stages."""
     problems = []
     with torch.device("meta"):  # names and shapes only: no weights initialised, copied or allocated
         model = models.from_meta(start.meta)
     masks = freezing.entry_masks(model, start.meta.get("new_parameter_masks") or {})  # the start model's: one for all stages
-    for experiment in config["experiments"]:
-        for index, folder in enumerate(sw_config.stage_dirs(config, experiment)):
-            stage = sw_config.stage_config(config, experiment, index)
-            path = where(f"{experiment}/{folder}")
-            try:
-                selection = freezing.select(model, stage["policy"], start.meta.get("new_parameters", []), masks, path)
-                optimizer = optim.build_optimizer(model, selection.names, stage["training"], path, dry_run=True)
-                optim.Schedule(optimizer, stage["training"]["scheduler"], stage["training"]["epochs"], 1, path)
-            except StagewiseError as error:
-                problems.append(str(error))
+    stages = [("pretrain", sw_config.pretrain_config(config))] if pretraining else [
+        (f"{experiment}/{folder}", sw_config.stage_config(config, experiment, index))
+        for experiment in config["experiments"] for index, folder in enumerate(sw_config.stage_dirs(config, experiment))]
+    for label, stage in stages:
+        path = where(label)
+        try:
+            selection = freezing.select(model, stage["policy"], start.meta.get("new_parameters", []), masks, path)
+            optimizer = optim.build_optimizer(model, selection.names, stage["training"], path, dry_run=True)
+            optim.Schedule(optimizer, stage["training"]["scheduler"], stage["training"]["epochs"], 1, path)
+        except StagewiseError as error:
+            problems.append(str(error))
     return problems

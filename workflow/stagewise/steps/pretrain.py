@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .. import models, training
+from .. import checkpoints, models, training
+from ..errors import StagewiseError
 from ..io import hdf5
 from ..models import interface, tasks
 from ..stages import train_and_save
@@ -29,3 +30,19 @@ def source_model(layout: hdf5.Layout, model_cfg: dict) -> dict:
             "interface": interface.Interface.from_dict(model_cfg).to_dict(), "task": model_cfg["task"],
             "feature_names": features, "label_names": labels, "new_parameters": []}
     return meta | ({"categories": categories} if categories else {})
+
+
+def untrained(train_path: str, model_cfg: dict, seed: int) -> checkpoints.Checkpoint:
+    """The model `pretrain` would train, at its seeded init, after a first forward pass on the source data's shape."""
+    with hdf5.open_split(train_path) as h5:
+        layout = hdf5.layout(h5)
+    meta = source_model(layout, model_cfg)
+    training.seed_everything(seed)
+    model = models.from_meta(meta)
+    n_covariates = sum(len(names) for names in layout.categories.values())
+    output = models.first_forward(model, lambda: model, layout.feature_shape, n_covariates, meta["architecture"])
+    problem = tasks.output_problem(model_cfg["task"], output, tasks.out_features(model_cfg["task"], len(layout.feature_names),
+                                                                                 len(layout.label_names)), layout.label_shape)
+    if problem:
+        raise StagewiseError(f"model output on data.source: {problem} (model.output, model.channels_first, model.returns say how to read it)")
+    return checkpoints.Checkpoint(model.state_dict(), meta)
