@@ -1,7 +1,7 @@
 """Deterministic example data for the recipes in config/examples/ (written by `stagewise init`).
 
-Each generator writes ordinary files that the normal readers read: OpenSpliceAI-style HDF5
-one-hot sequences, AnnData `.h5ad` counts, a Parquet table, and a checkpoint made elsewhere. The
+Each generator writes ordinary files that the normal readers read: a genome FASTA with its GFF3
+annotation, PNG images in class folders, OpenSpliceAI-style HDF5 one-hot sequences, AnnData `.h5ad` counts, a Parquet table, and a checkpoint made elsewhere. The
 same name and seed always give the same bytes of data.
 """
 
@@ -61,6 +61,94 @@ def write_splice(path: Path, n: int, species: str, seed: int = 0) -> None:
         h5.create_dataset("X", data=data["X"], compression="gzip")
         h5.create_dataset("y", data=data["y"], compression="gzip")
         h5.create_dataset("label_names", data=SPLICE_CLASSES, dtype=h5py.string_dtype("utf-8"))
+
+
+def _motif(rng: np.random.Generator, motif: str, core: list[int]) -> np.ndarray:
+    """A splice motif's codes, 15 % of its bases (all but the invariant `core` ones) replaced at random."""
+    bases = np.array([BASES.index(b) for b in motif])
+    noisy = rng.random(len(motif)) < 0.15
+    noisy[core] = False
+    bases[noisy] = rng.integers(0, 4, int(noisy.sum()))
+    return bases
+
+
+def genome(species: str, genes_per_contig: dict[str, int], seed: int = 0) -> tuple[dict[str, str], list[str]]:
+    """Contig sequences and GFF3 lines of protein-coding genes on both strands, with `species`' splice motifs.
+
+    Genes have 3 to 6 exons; every fourth gene has a second, shorter transcript that skips an exon; every
+    contig also carries one lncRNA gene (excluded by `genome.biotype: protein_coding`). Donor motifs
+    start their GT at the intron's first base, acceptor motifs end their AG at its last base."""
+    rng = np.random.default_rng([seed, ["source", "target"].index(species), 7])
+    gc = {"source": 0.40, "target": 0.50}[species]
+    p = [(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2]
+    (donor, d_at), (acceptor, a_at) = SPLICE_MOTIFS[species]["donor"], SPLICE_MOTIFS[species]["acceptor"]
+    sequences, gff = {}, ["##gff-version 3"]
+    number = 0
+    for contig, count in genes_per_contig.items():
+        codes: list[np.ndarray] = [rng.choice(4, int(rng.integers(30, 400)), p=p)]
+        position = len(codes[0])
+        for g in range(count + 1):
+            coding = g < count
+            number += 1
+            exons = [int(rng.integers(60, 160)) for _ in range(int(rng.integers(3, 7)) if coding else 2)]
+            introns = [int(rng.integers(60, 250)) for _ in exons[1:]]
+            parts = [rng.choice(4, exons[0], p=p)]
+            for intron, exon in zip(introns, exons[1:]):
+                body = rng.choice(4, intron, p=p)
+                body[:len(donor) - d_at] = _motif(rng, donor, [d_at, d_at + 1])[d_at:]  # GT... starts the intron
+                body[-(a_at + 1):] = _motif(rng, acceptor, [a_at - 1, a_at])[:a_at + 1]  # ...AG ends it
+                parts[-1][-d_at:] = _motif(rng, donor, [d_at, d_at + 1])[:d_at]  # the exon end before GT
+                parts += [body, rng.choice(4, exon, p=p)]
+            gene = np.concatenate(parts)
+            strand = "+" if rng.random() < 0.5 else "-"
+            if strand == "-":
+                gene = 3 - gene[::-1]
+            length, start = len(gene), position + 1
+            gene_id, kind = f"{contig}_g{number}", "protein_coding" if coding else "lncRNA"
+            gff.append(f"{contig}\tstagewise\tgene\t{start}\t{start + length - 1}\t.\t{strand}\t.\t"
+                       f"ID={gene_id};gene_biotype={kind}")
+            bounds, offset = [], 0  # exon (start, end) along the transcript, then on the contig
+            for exon, intron in zip(exons, introns + [0]):
+                bounds.append((offset, offset + exon))
+                offset += exon + intron
+            if strand == "-":
+                bounds = [(length - e, length - s) for s, e in bounds]
+            isoforms = [bounds] + ([bounds[:1] + bounds[2:]] if coding and number % 4 == 0 else [])
+            for t, exon_bounds in enumerate(isoforms, 1):
+                tid = f"{gene_id}.t{t}"
+                lo, hi = min(s for s, _ in exon_bounds), max(e for _, e in exon_bounds)
+                gff.append(f"{contig}\tstagewise\t{'mRNA' if coding else 'lnc_RNA'}\t{start + lo}\t{start + hi - 1}\t.\t"
+                           f"{strand}\t.\tID={tid};Parent={gene_id}")
+                gff += [f"{contig}\tstagewise\texon\t{start + s}\t{start + e - 1}\t.\t{strand}\t.\tParent={tid}"
+                        for s, e in sorted(exon_bounds)]
+            spacer = rng.choice(4, int(rng.integers(200, 600)), p=p)
+            codes += [gene, spacer]
+            position += length + len(spacer)
+        sequences[contig] = "".join(BASES[c] for c in np.concatenate(codes))
+    return sequences, gff
+
+
+def write_genome(fasta: Path, gff3: Path, species: str, genes_per_contig: dict[str, int], seed: int = 0) -> None:
+    """A FASTA (60 bases a line) and its GFF3 annotation, from `genome`."""
+    sequences, gff = genome(species, genes_per_contig, seed)
+    with atomic_path(fasta) as tmp:
+        Path(tmp).write_text("".join(f">{name}\n" + "\n".join(seq[i:i + 60] for i in range(0, len(seq), 60)) + "\n"
+                                     for name, seq in sequences.items()))
+    with atomic_path(gff3) as tmp:
+        Path(tmp).write_text("\n".join(gff) + "\n")
+
+
+def write_digit_images(folder: Path, rows: range, label_of, size: int = 32) -> None:
+    """scikit-learn's 8x8 digits as `size` x `size` 8-bit grey PNGs (bicubic upscaling), one folder per label."""
+    from PIL import Image
+    from sklearn import datasets
+
+    bunch = datasets.load_digits()
+    for i in rows:
+        target = folder / str(label_of(int(bunch.target[i])))
+        target.mkdir(parents=True, exist_ok=True)
+        pixels = Image.fromarray(np.round(bunch.images[i] * 255 / 16).astype(np.uint8), mode="L")
+        pixels.resize((size, size), Image.Resampling.BICUBIC).save(target / f"digit_{i:04d}.png", optimize=False)
 
 
 def expression_counts(n: int, batches: list[str], genes: int = 200, cell_types: int = 5, seed: int = 0,
@@ -164,9 +252,17 @@ def _physicsml_files(folder: Path) -> None:
 
 
 def _splice_files(folder: Path) -> None:
-    write_splice(folder / "species_a.h5", 3000, "source", seed=0)
-    write_splice(folder / "species_b_train.h5", 50, "target", seed=1)
-    write_splice(folder / "species_b_test.h5", 600, "target", seed=2)
+    write_genome(folder / "species_a.fa", folder / "species_a.gff3", "source", {f"chr{i}": 100 for i in range(1, 5)})
+    write_genome(folder / "species_b.fa", folder / "species_b.gff3", "target", {"chr1": 6, "chr2": 20, "chr3": 20}, seed=1)
+
+
+SHAPES = {0: "loops", 6: "loops", 8: "loops", 9: "loops", 1: "straight", 4: "straight", 7: "straight",
+          2: "curves", 3: "curves", 5: "curves"}
+
+
+def _dnnbrain_files(folder: Path) -> None:
+    write_digit_images(folder / "digits", range(0, 1000), lambda digit: digit)
+    write_digit_images(folder / "shapes", range(1000, 1797), SHAPES.__getitem__)
 
 
 def _preffect_files(folder: Path) -> None:
@@ -179,7 +275,7 @@ def _scarches_files(folder: Path) -> None:
     write_counts(folder / "query.h5ad", 800, ["query_1", "query_2"], batch_seed=2)
 
 
-EXAMPLE_DATA = {"openspliceai": _splice_files, "preffect": _preffect_files, "scarches": _scarches_files,
+EXAMPLE_DATA = {"openspliceai": _splice_files, "dnnbrain": _dnnbrain_files, "preffect": _preffect_files, "scarches": _scarches_files,
                 "physicsml": _physicsml_files}
 
 

@@ -41,6 +41,10 @@ class Source:
     covariates: dict[str, np.ndarray] = field(default_factory=dict)  # raw values as str
     sample_ids: np.ndarray | None = None  # None: "{file stem}_{row}"
     sparse: bool = False
+    sha256: str | None = None  # of every input the source read (image folder, FASTA + annotation); None: the file's
+    info: dict = field(default_factory=dict)  # preprocessing settings, recorded in summary.json
+    split: np.ndarray | None = None  # per row: 0 training pool, 2 test, -1 dropped (genome chromosome split)
+    finish: Callable[[dict], dict] | None = None  # run on the open split writers once every row is written
 
     def ids(self, start: int, stop: int) -> list[str]:
         """Sample ids of rows `start:stop`."""
@@ -97,15 +101,27 @@ def open_source(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
     if path.startswith("sklearn:"):
         yield _sklearn(path, spec)
         return
+    from . import genome, images, tables
+
+    if Path(path).is_dir() or Path(path).is_file() and images.is_image_table(path, spec):
+        with images.open_images(path, spec, scratch) as source:
+            yield source
+        return
     if not Path(path).is_file():
         raise StagewiseError(f"{path}: data file not found (check data.*.train / data.*.test in the config)")
-    from . import tables
-
+    if genome.is_fasta(path) or spec.get("genome") is not None:
+        with genome.open_genome(path, spec, scratch) as source:
+            yield source
+        return
+    if spec.get("images") is not None:
+        raise StagewiseError(f"{path}: data.*.images applies to a folder of image class folders or a .csv/.tsv of "
+                             "image paths; remove it")
     suffix = Path(path).suffix.lower()
     openers = {".csv": tables.open_csv, ".tsv": tables.open_csv, ".parquet": tables.open_parquet,
                ".npz": _npz, ".h5": _h5, ".hdf5": _h5, ".h5ad": _h5ad}
     if suffix not in openers:
-        raise StagewiseError(f"{path}: unsupported file type {suffix!r}; use one of {sorted(openers)} or sklearn:digits")
+        raise StagewiseError(f"{path}: unsupported file type {suffix!r}; use one of {sorted(openers)}, a FASTA genome "
+                              f"({', '.join(genome.FASTA)}, optionally .gz), a folder of image class folders or sklearn:digits")
     if Path(path).stat().st_size == 0:
         raise StagewiseError(f"{path}: the file is empty")
     with openers[suffix](path, spec, scratch) as source:

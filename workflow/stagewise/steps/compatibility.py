@@ -187,6 +187,8 @@ def _outputs(checks: Checks, model: nn.Module | None, start: dict, data: hdf5.La
     try:
         torch.manual_seed(0)
         shape = (len(start["feature_names"]), *data.feature_shape[1:])  # the checkpoint's features, padded or reordered
+        if len(start["feature_names"]) == len(data.feature_names):  # one name per value (sequences, images): the data's shape
+            shape = tuple(data.feature_shape)
         output = models.first_forward(model, lambda: models.from_meta(start), shape, n_covariates, start["architecture"])
     except StagewiseError as error:
         checks.add("model", "error", str(error))

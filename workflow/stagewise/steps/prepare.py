@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
@@ -183,7 +184,11 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
                          params.get("split", True))
         layout = hdf5.Layout(train.feature_names, label_names, tuple(train.feature_shape),
                              train.label_shape, train.sparse, categories, "float32" if regression else "int64")
-        hashes = {k: path if path.startswith("sklearn:") else sha256_file(path) for k, path in files.items()}
+        if "test" in sources and train.split is not None:
+            raise StagewiseError(f"data.{name}: a genome's test split is its data.*.genome.test_chromosomes; "
+                                 "remove data.*.test")
+        hashes = {k: sources[k].sha256 or (path if path.startswith("sklearn:") else sha256_file(path))
+                  for k, path in files.items()}
         attrs = {"source_sha256": sha256_json(hashes), "in_memory": str(spec["in_memory"]).lower()}
         expected = [sum(int((a == i).sum()) for a in assign.values()) for i in range(len(SPLITS))]
         writers = {k: stack.enter_context(hdf5.Writer(outputs[k], layout, attrs | {"split": k}, expected[i]))
@@ -193,6 +198,11 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
             rows = _Rows(spec["missing"], wheres[k])
             _write(source, assign[k], codes[k], covariates[k], writers, counts, rows)
             rows.check()
+        preprocessing = dict(train.info)
+        if train.finish is not None:  # e.g. image statistics of the training split, applied to every split
+            preprocessing = _merge(preprocessing, train.finish(writers))
+        for writer in writers.values():
+            writer.h5.attrs["preprocessing"] = json.dumps(preprocessing, sort_keys=True, default=str)
         empty = [] if regression else [label_names[c] for c in np.flatnonzero(counts["train"] == 0)]
         if empty:
             raise StagewiseError(f"{wheres['train']}: labels {empty[:5]} have no samples in the training split; "
@@ -210,7 +220,13 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
         "samples": samples,
         "class_counts": {} if regression else {k: {label_names[c]: int(n) for c, n in enumerate(counts[k]) if n} for k in SPLITS},
         "bytes": int(sum(samples.values()) * 4 * np.prod(train.feature_shape)),
+        "preprocessing": preprocessing,
     })
+
+
+def _merge(info: dict, found: dict) -> dict:
+    """`info` with what `Source.finish` computed added under each of its sections (one section: images)."""
+    return {key: {**value, **found} for key, value in info.items()} if info else found
 
 
 def _full_values(n: int, keep: np.ndarray, labels: np.ndarray, where: str) -> np.ndarray:
@@ -245,14 +261,19 @@ def _full_codes(n: int, keep: np.ndarray, labels: np.ndarray, label_names: list[
 def _assign(sources: dict, selected: dict, codes: dict, spec: dict, names: list[str], where: str,
             split: bool) -> dict[str, np.ndarray]:
     """For every row of each file, the split it goes to (0 train, 1 val, 2 test, -1 dropped)."""
-    pool = selected["train"][0]
+    pool, fixed = selected["train"][0], sources["train"].split
     assign = {k: np.full(s.n, -1, np.int8) for k, s in sources.items()}
-    if "test" in sources:
+    held_out = "test" in sources
+    if held_out:
         assign["test"][selected["test"][0]] = 2
+    if fixed is not None:  # a genome: its test chromosomes are the test split, the others the training pool
+        held, pool = pool[fixed[pool] == 2], pool[fixed[pool] == 0]
+        if split and len(held):
+            assign["train"][held], held_out = 2, True
     if not split:
         assign["train"][pool] = 0
         return assign
-    if "test" not in sources:
+    if not held_out:
         pool, test = _stratified(pool, codes["train"], spec["test_fraction"], spec["seed"], "test", names, where)
         assign["train"][test] = 2
     train, val = _stratified(pool, codes["train"], spec["val_fraction"], spec["seed"], "validation", names, where)
