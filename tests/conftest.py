@@ -1,11 +1,29 @@
-"""Shared fixtures: a tiny config and a helper that runs the real `snakemake` in a temp dir."""
+"""Shared fixtures: a tiny config and a helper that runs the real `snakemake` in a temp dir.
+
+The suite runs on several pytest-xdist workers (`addopts` in pyproject.toml; `-p no:xdist` or `-n 0` runs it
+in one process). So that the workers neither repeat expensive work nor trip over each other:
+
+- `shared_folder` builds a folder once per test session for all workers (a file lock in the session's
+  temp root; the others wait and reuse it). `tiny_run` is one such run, copied (mtimes kept, so up to
+  date) into each worker that asks for it, so tests of one worker never see another's edits.
+- tests that use the machine-wide SLURM test cluster (fixture `cluster`) go to one worker (xdist group
+  "slurm_cluster"); tests that share a module-, class- or session-scoped fixture of a test module go to one
+  worker too (a group per fixture), unless that fixture is built through `shared_folder`.
+- collection order puts SLURM, then the other end-to-end tests first, so the long ones start early and
+  the short unit tests fill the gaps at the end.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
+import traceback
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 import yaml
@@ -53,7 +71,7 @@ def snakemake_command(workdir: Path, *args: str, cores: int = 2) -> list[str]:
             "--configfile", str(workdir / "config.yaml"), "--cores", str(cores), *args]
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess:
     """Run `snakemake_command` and fail with its output tail unless it succeeds (or `check` is off)."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     done = subprocess.run(snakemake_command(workdir, *args), cwd=workdir, capture_output=True, text=True,
@@ -77,7 +95,105 @@ def complete_run(workdir: Path, config: dict) -> Path:
     return workdir
 
 
+# --- sharing work between pytest-xdist workers ------------------------------------------------
+
+
+def session_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temp folder of this test session that every xdist worker sees (the basetemp without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` (created if need be), released on exit or when the process dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def shared_folder(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
+    """`<session root>/shared/<name>` after `build(folder)`, built once per test session for all workers.
+
+    The first worker to ask builds it under a lock while the others wait; later calls return it at once.
+    A failed build is not retried: every worker that asks fails with the first one's error. Treat the folder
+    as read-only (copy it, e.g. with `copy_run`, to edit or to run snakemake in it)."""
+    root = session_root(tmp_path_factory) / "shared"
+    folder, status = root / name, root / f"{name}.status"
+    with file_lock(root / f"{name}.lock"):
+        if not status.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            try:
+                build(folder)
+            except BaseException:
+                status.write_text("failed\n" + traceback.format_exc())
+                raise
+            status.write_text("ok\n")
+        state, _, detail = status.read_text().partition("\n")
+    if state != "ok":
+        pytest.fail(f"building the shared folder {name!r} failed in another worker:\n{detail[-6000:]}", pytrace=False)
+    return folder
+
+
+def shared_run(tmp_path_factory: pytest.TempPathFactory, name: str, config: dict) -> Path:
+    """A complete run of `config`, once per test session for all workers (see `shared_folder`)."""
+    return shared_folder(tmp_path_factory, name, lambda folder: complete_run(folder, config))
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    """A copy of a run folder; copy2 keeps mtimes, so the copy is as up to date as the source."""
+    shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+    return target
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """One complete run of the tiny config, shared by the tests that only read its outputs."""
-    return complete_run(tmp_path_factory.mktemp("tiny_run"), TINY)
+    """One complete run of the tiny config, shared by the tests that only read its outputs.
+
+    Run once per session; each xdist worker gets its own copy, so a test's snakemake calls in it (a dry
+    run, --report) never meet another worker's."""
+    return copy_run(shared_run(tmp_path_factory, "tiny_run", TINY), tmp_path_factory.mktemp("tiny_run"))
+
+
+# --- grouping and ordering for pytest-xdist (--dist loadgroup) ---------------------------------
+
+SLURM_GROUP = "slurm_cluster"
+SHARED_FIXTURE_SCOPES = ("session", "package", "module", "class")
+
+
+def _groups(item: pytest.Item) -> set[str]:
+    """The xdist groups `item` needs: the SLURM cluster's, and one per wider-scoped fixture of a test module
+    (built once per worker: tests sharing it belong on the same worker)."""
+    if "cluster" in item.fixturenames:
+        return {SLURM_GROUP}  # the machine-wide cluster: one worker starts it, once
+    groups = set()
+    info = getattr(item, "_fixtureinfo", None)
+    for name in item.fixturenames:
+        defs = info.name2fixturedefs.get(name) if info else None
+        if not defs:
+            continue
+        fixturedef = defs[-1]
+        source = Path(getattr(fixturedef.func, "__code__", None) and fixturedef.func.__code__.co_filename or "")
+        if fixturedef.scope in SHARED_FIXTURE_SCOPES and source.name.startswith("test_"):
+            groups.add(f"{source.stem}.{name}")
+    return groups
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into node-id suffixes
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for group in sorted(_groups(item)):
+            if not any(m.args[:1] == (group,) for m in item.iter_markers("xdist_group")):
+                item.add_marker(pytest.mark.xdist_group(group))
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("slurm") or SLURM_GROUP in _groups(item):
+            return 0
+        return 1 if item.get_closest_marker("e2e") else 2
+
+    items.sort(key=rank)  # stable: within a rank, the collection order

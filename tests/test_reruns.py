@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import SNAKEMAKE, TINY, complete_run, snakemake, snakemake_command, write_config
+from conftest import SNAKEMAKE, TINY, copy_run, shared_run, snakemake, snakemake_command, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -32,11 +32,6 @@ def planned(workdir: Path) -> set[tuple[str, str]]:
         folder = str(Path(output).parent.relative_to("results")) if output.count("/") > 1 else "."
         jobs.add((rule, folder))
     return jobs
-
-
-def copy_run(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target, symlinks=True)  # copy2 keeps mtimes: the copy is up to date
-    return target
 
 
 def _edit_stage_lr(c):
@@ -152,15 +147,16 @@ SLOW["training"].update(epochs=6, batch_size=4)
 SLOW["experiments"] = {"gradual": TINY["experiments"]["gradual"]}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def slow_reference(tmp_path_factory) -> Path:
-    return complete_run(tmp_path_factory.mktemp("slow_reference"), SLOW)
+    """A complete run of SLOW, once per session for all xdist workers (read only)."""
+    return shared_run(tmp_path_factory, "slow_reference", SLOW)
 
 
 def _kill_when(workdir: Path, log: str, needle: str) -> None:
     """Start snakemake; kill -9 it and its jobs once `log` contains `needle`."""
     process = subprocess.Popen(snakemake_command(workdir, cores=1), cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 900  # generous: other xdist workers share the cores
     path = workdir / log
     try:
         while time.monotonic() < deadline and process.poll() is None:

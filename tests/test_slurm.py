@@ -20,12 +20,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, TINY, write_config
+from conftest import REPO, TINY, file_lock, write_config
 from slurm_cluster import HERE, SHIPPED_PROFILE, start_cluster, skip_or_fail_if_unavailable, write_test_profile
 from stagewise import resources
 from stagewise.cli import main as stagewise_main
 
-TIMEOUT = 300  # seconds for one snakemake call through SLURM (the e2e run takes ~1.5 min)
+TIMEOUT = 600  # seconds for one snakemake call through SLURM (the e2e run takes ~1.5 min alone, more beside other xdist workers)
 GPU_RULES = {"pretrain", "finetune", "train_scratch", "evaluate"}
 # One experiment of two stages and the scratch baseline: 9 SLURM jobs in the e2e run.
 CONFIG = {
@@ -82,13 +82,16 @@ def metrics(workdir: Path) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
+    """The one-node cluster. Its tests share one xdist worker (conftest's group "slurm_cluster"); the cluster is
+    machine-wide, so a lock also keeps any other test process on this machine from starting it at the same time."""
     skip_or_fail_if_unavailable()
     folder = tmp_path_factory.mktemp("slurm_cluster")
-    cluster = start_cluster(folder)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    with file_lock(Path("/tmp/stagewise-slurm-cluster.lock")):
+        cluster = start_cluster(folder)
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
 
 
 @pytest.fixture(scope="session")
@@ -156,7 +159,7 @@ def long_stage(e2e, tmp_path_factory):
     return config, local
 
 
-def wait_for(condition, what: str, timeout: float = 120):
+def wait_for(condition, what: str, timeout: float = 300):
     end = time.monotonic() + timeout
     while not (result := condition()):
         assert time.monotonic() < end, f"timed out waiting for {what}"

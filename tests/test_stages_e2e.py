@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY, snakemake, write_config
+from conftest import TINY, shared_folder, snakemake, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -27,14 +27,17 @@ STAGES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def staged(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("staged")
+def _run_stages(workdir):
     cfg = copy.deepcopy(TINY)
     cfg["experiments"] = {"gradual": {"stages": STAGES}}
     write_config(workdir, cfg)
     snakemake(workdir, "results/gradual/stages/3_all/stage.json")  # the chain of stages, no evaluate/report
-    return workdir / "results" / "gradual" / "stages"
+
+
+@pytest.fixture
+def staged(tmp_path_factory):
+    """The run, once per session for all xdist workers (read only)."""
+    return shared_folder(tmp_path_factory, "staged", _run_stages) / "results" / "gradual" / "stages"
 
 
 def read(stages, folder: str) -> tuple[dict, pd.DataFrame]:
