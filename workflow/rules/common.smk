@@ -70,6 +70,10 @@ def get_feature_names_file():
     return config["pretrained"]["feature_names"] or []
 
 
+def get_label_names_file():
+    return config["pretrained"]["label_names"] or []
+
+
 def get_dataset_params(wildcards):
     return sw_config.canonical(config["data"][wildcards.dataset])
 

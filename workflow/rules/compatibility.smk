@@ -32,6 +32,7 @@ rule check_compatibility:
         checkpoint=get_pretrained_checkpoint(),
         train="results/data/target/train.h5",
         feature_names=get_feature_names_file(),
+        label_names=get_label_names_file(),
     output:
         json="results/compatibility.json",
         txt="results/compatibility.txt",
