@@ -45,7 +45,8 @@ def get_pretrained_checkpoint():
 def get_raw_files(wildcards):
     """The user's files of a dataset (built-in data such as sklearn:digits has none): a changed file reruns."""
     spec = config["data"][wildcards.dataset]
-    return [spec[k] for k in ("train", "test") if spec.get(k) and ":" not in spec[k]]
+    genome = [spec["genome"]["annotation"]] if spec.get("genome") else []
+    return [spec[k] for k in ("train", "test") if spec.get(k) and ":" not in spec[k]] + genome
 
 
 _PLUGIN = []

@@ -15,9 +15,17 @@ LOCAL_PREPARE_MB = 1024
 
 
 def raw_bytes(data: dict) -> int:
-    """Total size of the raw files named under `data:` (built-in `sklearn:` data counts 0)."""
+    """Total size of the raw files named under `data:`: files, image folders (every file in them), a genome's
+    annotation (built-in `sklearn:` data counts 0)."""
     paths = [spec[key] for spec in data.values() for key in ("train", "test") if spec.get(key)]
-    return sum(os.path.getsize(p) for p in paths if not p.startswith("sklearn:") and os.path.isfile(p))
+    paths += [spec["genome"]["annotation"] for spec in data.values() if spec.get("genome")]
+    return sum(_size(p) for p in paths if not p.startswith("sklearn:"))
+
+
+def _size(path: str) -> int:
+    if os.path.isdir(path):
+        return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+    return os.path.getsize(path) if os.path.isfile(path) else 0
 
 
 def threads(raw: int) -> int:
