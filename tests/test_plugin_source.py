@@ -49,17 +49,24 @@ def test_plugin_edit_reruns_the_check_and_after(plugin_run, tmp_path):
     assert planned(workdir) == set()
     module.write_text(PLUGIN.replace("nn.ReLU()", "nn.GELU()"))
     assert planned(workdir) == AFTER_CHECK
+    done = _provenance(workdir)
+    now = hashlib.sha256(module.read_bytes()).hexdigest()[:12]
+    assert done.returncode == 1 and f"CHANGED since it was used: now sha256 {now}" in done.stdout, done.stdout
+
+
+def _provenance(workdir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stagewise.cli", "provenance", "results/gradual/stages/2_all/model_best.pt"],
+                          cwd=workdir, capture_output=True, text=True)
 
 
 @pytest.mark.e2e
 def test_provenance_shows_the_plugin_hash(plugin_run):
     digest = hashlib.sha256(PLUGIN.encode()).hexdigest()
-    done = subprocess.run([sys.executable, "-m", "stagewise.cli", "provenance", "results/gradual/stages/2_all/model_best.pt"],
-                          cwd=plugin_run, capture_output=True, text=True)
+    done = _provenance(plugin_run)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = [line.strip() for line in done.stdout.splitlines() if "plug-in" in line]
     # 2_all <- 1_head <- start <- pretrain/model.pt: every link built from the same source
-    assert lines == [f"plug-in lab_models.py sha256 {digest[:12]}"] * 4, done.stdout
+    assert lines == [f"plug-in lab_models.py sha256 {digest[:12]}: ok"] * 4, done.stdout
 
 
 def test_describe_local_module_package_and_installed(tmp_path, monkeypatch):

@@ -36,6 +36,8 @@ def chain(path: str | Path) -> list[dict]:
         link = {"path": shown, "sha256": sha256_file(path), "label": meta.get("label", ""),
                 "config_sha256": meta.get("config_sha256"), "versions": {k: meta.get(k) for k in ("stagewise_version", "torch_version")},
                 "plugin": meta.get("plugin")}
+        if link["plugin"] and "module" in link["plugin"] and meta.get("architecture"):
+            link["plugin_status"] = source.status(link["plugin"], meta["architecture"], root)
         if meta.get("data"):
             link["data"] = meta["data"]
             link["data_status"] = _status(root / meta["data"], meta.get("data_sha256"))
@@ -67,7 +69,7 @@ def render(links: list[dict]) -> str:
         if link.get("config_sha256"):
             lines.append(f"{pad}  config sha256 {link['config_sha256'][:12]}, stagewise {link['versions']['stagewise_version']}, torch {link['versions']['torch_version']}")
         if link.get("plugin"):
-            lines.append(f"{pad}  {source.render(link['plugin'])}")
+            lines.append(f"{pad}  {source.render(link['plugin'])}: {link.get('plugin_status', 'not checked')}")
         if "data" in link:
             lines.append(f"{pad}  trained on {link['data']}: {link['data_status']}")
         if "parent" in link:
@@ -77,4 +79,4 @@ def render(links: list[dict]) -> str:
 
 def changed(links: list[dict]) -> bool:
     """Whether any link's file differs from what was recorded."""
-    return any(link.get(k, "ok") not in ("ok", "not recorded") for link in links for k in ("data_status", "parent_status"))
+    return any(link.get(k, "ok") not in ("ok", "not recorded") for link in links for k in ("data_status", "parent_status", "plugin_status"))

@@ -44,20 +44,22 @@ def _package_files(locations: list[str]) -> list[tuple[str, Path]]:
     return sorted(files)
 
 
-def describe(architecture: str) -> dict | None:
+def describe(architecture: str, root: str | os.PathLike | None = None) -> dict | None:
     """`{"module", "sha256"[, "files"]}` for local source, `{"module", "package", "version"}` when installed; None for built-ins.
 
     A single module's sha256 is its file's (`sha256sum` shows the same); a local package's is the
     sha256 of its .py files' relative paths and sha256s, one `path sha256` line each in sorted
     path order (`files` counts them). A module that cannot be found gives `{"module", "found": false}`:
-    the check then says why it cannot be imported.
+    the check then says why it cannot be imported. Local modules are looked for in `root` (default:
+    the working directory), after installed packages.
     """
     if ":" not in architecture:
         return None
     module = architecture.partition(":")[0]
     top = module.split(".")[0]
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())  # as models.resolve: a module next to the config, after installed packages
+    folder = os.fspath(root) if root is not None else os.getcwd()
+    if folder not in sys.path:
+        sys.path.append(folder)  # as models.resolve: a module next to the config, after installed packages
     try:
         spec = importlib.util.find_spec(top)
     except (ImportError, ValueError):
@@ -92,3 +94,15 @@ def render(plugin: dict | None) -> str:
     if plugin.get("builtin"):
         return f"plug-in {plugin['module']} (built into Python {plugin['version']})"
     return f"plug-in {plugin['module']} (source not found when it was recorded)"
+
+
+def status(plugin: dict, architecture: str, root: str | os.PathLike) -> str:
+    """Whether the plug-in's code is still what `plugin` recorded: ok, CHANGED (how) or MISSING."""
+    now = describe(architecture, root)
+    if now is None or now.get("found") is False:
+        return "MISSING"
+    if now == plugin:
+        return "ok"
+    if "package" in now:
+        return f"CHANGED since it was used: now {now['package']} {now['version']}"
+    return f"CHANGED since it was used: now sha256 {now['sha256'][:12]}"
