@@ -206,6 +206,8 @@ def named_files(config: dict) -> list[tuple[list, str]]:
     """(key path, path) of every file or folder a validated config names (built-in data like sklearn:digits excluded)."""
     named = [(["data", name, split], spec[split]) for name, spec in config["data"].items()
              for split in ("train", "test") if spec.get(split) and ":" not in spec[split]]
+    named += [(["data", name, "genome", "annotation"], spec["genome"]["annotation"])
+              for name, spec in config["data"].items() if isinstance(spec.get("genome"), dict)]
     named += [(["pretrained", key], config["pretrained"][key]) for key in ("checkpoint", "feature_names", "label_names")
               if config["pretrained"].get(key)]
     return named
