@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -107,6 +108,25 @@ class PerPosition(nn.Module):
 
     def forward(self, x):
         return self.out(torch.relu(self.conv(x.transpose(1, 2))))
+
+
+@dataclass
+class NetConfig:
+    width: int
+    activation: str = "relu"
+
+
+class PositionalOnly(nn.Module):
+    """Sizes positional-only, a tuple that must be a tuple, and a config object."""
+
+    def __init__(self, n_in, n_out, /, widths, *, config):
+        super().__init__()
+        assert isinstance(widths, tuple) and isinstance(config, NetConfig), (type(widths), type(config))
+        self.body = nn.Sequential(nn.Linear(n_in, widths[0]), nn.ReLU(), nn.Linear(widths[0], config.width), nn.ReLU())
+        self.out = nn.Linear(config.width, n_out)
+
+    def forward(self, x):
+        return self.out(self.body(x))
 
 
 BROKEN_IMPORT = HEADER + "class Net(nn.Module):\n    pass\n\n\nDEFAULT_WIDTH = WIDTH * 2  # NameError at import\n"
@@ -317,6 +337,23 @@ def test_factory_and_dict_output_pass_the_check(project, capsys):
     assert rc == 1 and "expected one tensor, got a dict" in out and "model.output" in out
 
 
+def test_positional_only_sizes_a_tuple_and_a_config_object(project, capsys):
+    (project / "posonly.py").write_text("from dataclasses import dataclass\n\n" + HEADER
+                                        + "\n\n".join(inspect.getsource(o) for o in (NetConfig, PositionalOnly)))
+    torch.save(PositionalOnly(64, 2, (8,), config=NetConfig(4)).state_dict(), project / "ck.pt")
+    config = digits_project(project, {"architecture": "posonly:PositionalOnly", "from_data": {"n_in": "n_features", "n_out": "n_labels"},
+                                      "params": {"widths": [8], "config": {"width": 4}},
+                                      "convert": {"widths": "tuple", "config": "posonly:NetConfig"}})
+    write_config(project, config)
+    rc, out = check(capsys)
+    assert rc == 0, out
+    config["model"]["convert"] = {"config": "posonly:NetConfig"}  # a list where the class asserts a tuple
+    write_config(project, config)
+    rc, out = check(capsys)
+    assert rc == 1 and "posonly:PositionalOnly: the constructor failed (AssertionError: (<class 'list'>" in out, out
+    assert "does not accept" not in out  # every argument was accepted
+
+
 @pytest.mark.e2e
 def test_dict_output_with_a_new_head_through_the_workflow(tmp_path):
     """A 10-digit checkpoint of DictNet to even/odd: built with 10 outputs as the checkpoint was, its head replaced."""
@@ -370,6 +407,23 @@ def test_bad_user_code_is_a_clean_error_at_stagewise_check(project, capsys, case
         assert part in out, out
     if case == "rejected":
         assert "'width'" not in out.split("does not accept")[1].split("]")[0]  # only the ones it rejects
+
+
+def test_without_a_checkpoint_stagewise_check_builds_the_model_pretrain_would(project, capsys):
+    """pretrained.checkpoint null: the class is built and run on data.source's shape by `stagewise check`, not first in
+    the pretrain job."""
+    config = digits_project(project, {"architecture": "labzoo:make_net", "from_data": SIZES})
+    config["data"]["source"] = {"train": "sklearn:digits", "rows": [0, 600], "val_fraction": 0.2}
+    config["pretrained"] = {"checkpoint": None, "head": {"module": None}}
+    write_config(project, config)
+    rc, out = check(capsys)
+    assert rc == 0 and "pretrained.checkpoint is null: checked with the model `pretrain` builds" in out, out
+    assert "(10 outputs) replaced by a new seeded Linear with 2 outputs" in out and "stages: 2 of 2 valid" in out
+    for case in ("constructor", "tuple"):
+        config["model"] = {"architecture": BAD[case][0]["architecture"], "from_data": SIZES}
+        write_config(project, config)
+        rc, out = check(capsys)
+        assert rc == 1 and all(part in out for part in BAD[case][1]), out
 
 
 def test_channels_first_output_without_channels_first_names_both_shapes(project, capsys):
