@@ -392,3 +392,14 @@ def _gff3_to_gtf(gff3: Path, gtf: Path) -> None:
     gtf.write_text("".join("\t".join(row[:8]) + f'\tgene_id "{gene[a["Parent"]]}"; transcript_id "{a["Parent"]}"; '
                            f'gene_type "{biotype[gene[a["Parent"]]]}";\n'
                            for row, a in zip(rows, attributes) if row[2] == "exon"))
+
+
+def test_raw_size_counts_image_folders_and_annotations(tmp_path):
+    from stagewise import resources
+
+    _folder(tmp_path / "imgs", per_class=2)
+    fasta, annotation = _write_genome(tmp_path / "g")
+    images_bytes = sum(f.stat().st_size for f in (tmp_path / "imgs").rglob("*.png"))
+    data = {"a": {"train": str(tmp_path / "imgs")},
+            "b": {"train": str(fasta), "genome": {"annotation": str(annotation)}}}
+    assert resources.raw_bytes(data) == images_bytes + fasta.stat().st_size + annotation.stat().st_size
