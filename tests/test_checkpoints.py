@@ -113,9 +113,10 @@ def test_malicious_pickle_is_refused_and_its_payload_never_runs(tmp_path, writer
         torch.save({"state_dict": {"w": torch.zeros(1)}, "extra": Payload(str(marker))}, path)
     else:
         path.write_bytes(pickle.dumps(Payload(str(marker))))
-    with pytest.raises(StagewiseError, match="refused"):
+    with pytest.raises(StagewiseError, match="refused") as error:
         checkpoints.load(path)
     assert not marker.exists()
+    assert "safe_globals" not in str(error.value) and "allowlist" not in str(error.value)  # never taught to trust the payload
     pickle.loads(pickle.dumps(Payload(str(marker))))  # the payload is live: plain unpickling runs it
     assert marker.exists()
 

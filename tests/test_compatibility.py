@@ -415,6 +415,17 @@ def test_cli_check_validates_every_stage_before_a_run(tmp_path, monkeypatch, cap
     assert "experiments.two.stages[4] (milestones).scheduler: MultiStepLR rejects" in out and "milestones" in out
 
 
+def test_non_finite_or_integer_weights_are_named(tmp_path):
+    state = write_checkpoint(tmp_path / "ck.pt")
+    state["encoder.0.linear.weight"][0, 0] = float("nan")
+    state["head.bias"] = state["head.bias"].to(torch.int64)
+    checkpoints.save(tmp_path / "ck.pt", state, {"architecture": "mlp", "params": PARAMS, "task": "classification",
+                                                 "feature_names": FEATURES, "label_names": LABELS})
+    report, start = run_check(tmp_path)
+    text = "\n".join(errors(report))
+    assert start is None and "NaN or inf values: encoder.0.linear.weight" in text and "head.bias torch.int64" in text
+
+
 @pytest.mark.e2e
 def test_workflow_stops_at_check_compatibility(tmp_path):
     config = user_project(tmp_path, features="strict")
@@ -427,6 +438,11 @@ def test_workflow_stops_at_check_compatibility(tmp_path):
     assert not (tmp_path / "results/start/model.pt").exists() and not (tmp_path / "results/compatibility.json").exists()
     assert not (tmp_path / "results/one").exists() and not (tmp_path / "results/report.html").exists()
     assert "stagewise error" in (tmp_path / "logs/check_compatibility/check_compatibility.log").read_text()
+    assert "Traceback" not in done.stderr
+    config["pretrained"]["features"] = "reorder"  # now it runs, and the check's warning reaches the terminal, not only the log
+    write_config(tmp_path, config)
+    done = snakemake(tmp_path, "--until", "check_compatibility", check=False)
+    assert done.returncode == 0 and "stagewise WARNING: check_compatibility: features: pretrained.features: reorder" in done.stderr
 
 
 @pytest.mark.e2e

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import sys
 import warnings
 import zipfile
@@ -88,8 +89,9 @@ def _torch_load(path: Path, mmap: bool) -> object:
 
 
 def _unpickling_detail(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return next((line for line in lines if "Unsupported" in line or "GLOBAL" in line), lines[0] if lines else "")
+    """The code the pickle asks for, without torch's advice to allowlist it."""
+    found = re.search(r"GLOBAL ([\w.]+)|Unsupported global: ([\w.]+)", str(error))
+    return f"it references {found.group(1) or found.group(2)}" if found else f"{type(error).__name__}"
 
 
 def _is_state_dict(obj: object) -> bool:

@@ -11,11 +11,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoints, freezing, models, optim, training
+from . import checkpoints, distributed, freezing, models, optim, training
 from . import config as sw_config
 from .errors import StagewiseError
 from .files import sha256_file, sha256_json, write_json, write_text
 from .io.batches import Batches
+from .models import tasks
 
 
 def _tsv(rows: list[dict]) -> str:
@@ -44,16 +45,21 @@ def train_and_save(model: nn.Module, meta: dict, inputs: dict, outputs: dict, st
     padded = meta.get("padded_features", [])
     train = Batches(inputs["train"], stage["training"]["batch_size"], shuffle=True, seed=stage["training"]["seed"],
                     feature_names=meta["feature_names"], categories=meta.get("categories"), fill=padded)
+    ctx = distributed.context()  # in a data-parallel stage only rank 0 validates and writes
     val = Batches(inputs["val"], stage["training"]["batch_size"], feature_names=meta["feature_names"],
-                  categories=meta.get("categories"), fill=padded)
+                  categories=meta.get("categories"), fill=padded) if ctx.main else None
     board = Path(outputs["stage"]).parent / "tensorboard"
-    shutil.rmtree(board, ignore_errors=True)  # a rerun's event files replace the previous run's
+    if ctx.main:
+        shutil.rmtree(board, ignore_errors=True)  # a rerun's event files replace the previous run's
     try:
         result = training.fit(model, train, val, stage["training"], selection, path, meta.get("categories"), board,
                               meta.get("task", "classification"))
     finally:
         train.close()
-        val.close()
+        if val is not None:
+            val.close()
+    if not ctx.main:
+        return
     provenance = {
         "config_sha256": sha256_json(stage),
         "data": inputs["train"],
@@ -78,6 +84,7 @@ def train_and_save(model: nn.Module, meta: dict, inputs: dict, outputs: dict, st
         "seconds": round(time.perf_counter() - started, 3),
         "train_seconds": round(sum(row["seconds"] for row in result.history), 3),
         "tensorboard": str(board) if stage["training"].get("tensorboard") else None,
+        "processes": ctx.world,
         **provenance,
     })
 
@@ -96,9 +103,11 @@ def validate(start: checkpoints.Checkpoint, config: dict, pretraining: bool = Fa
     for label, stage in stages:
         path = where(label)
         try:
+            tasks.loss_name(start.meta["task"], stage["training"]["loss"], getattr(model, "likelihood", "nb"), f"{path}.loss")
             selection = freezing.select(model, stage["policy"], start.meta.get("new_parameters", []), masks, path)
             optimizer = optim.build_optimizer(model, selection.names, stage["training"], path, dry_run=True)
             optim.Schedule(optimizer, stage["training"]["scheduler"], stage["training"]["epochs"], 1, path)
         except StagewiseError as error:
             problems.append(str(error))
+        problems += distributed.check(stage["training"], path)
     return problems

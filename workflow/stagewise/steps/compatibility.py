@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
@@ -10,7 +12,7 @@ from ..config import derive_seed
 from ..errors import StagewiseError
 from ..files import sha256_json, write_json, write_text
 from ..io import hdf5
-from ..metadata_checks import Checks, first
+from ..metadata_checks import SHOWN, Checks, first
 from ..models import interface, tasks
 
 
@@ -78,6 +80,19 @@ def _culprits(checks: Checks, model_cfg: dict, old: dict, params: dict, derived:
                        f"changes the shape of {first(broken)}; set it back to reuse those tensors", param=key, tensors=broken)
 
 
+def _values_usable(checks: Checks, source: dict, blank: dict, keys: list[str]) -> None:
+    """Reused tensors must be finite and of the model's kind of dtype (a float weight is not read from integers)."""
+    kinds = [k for k in keys if source[k].is_floating_point() != blank[k].is_floating_point()]
+    if kinds:
+        checks.add("tensors", "error", f"{len(kinds)} checkpoint tensors have another kind of dtype than the model's: "
+                   + ", ".join(f"{k} {source[k].dtype} (model: {blank[k].dtype})" for k in kinds[:SHOWN])
+                   + "; is this checkpoint for this architecture?", tensors=kinds)
+    broken = [k for k in keys if source[k].is_floating_point() and not bool(torch.isfinite(source[k]).all())]
+    if broken:
+        checks.add("tensors", "error", f"{len(broken)} checkpoint tensors hold NaN or inf values: {first(broken)}; the checkpoint "
+                   "comes from a diverged or corrupted training run: use an earlier one", tensors=broken)
+
+
 def _transfer(checks: Checks, ckpt: checkpoints.Checkpoint, model: nn.Module, start: dict, derived: set[str],
               model_cfg: dict, pretrained: dict, old_cats: dict, seed: int) -> tuple[dict, dict, dict]:
     """Map checkpoint tensors onto the model; the start state, the new columns and the parameter counts."""
@@ -110,6 +125,7 @@ def _transfer(checks: Checks, ckpt: checkpoints.Checkpoint, model: nn.Module, st
         checks.add("tensors", "error", f"{len(moved.missing)} tensors of the new model have no counterpart in the checkpoint: "
                    f"{first(moved.missing, target)}; map their modules with pretrained.match {{checkpoint name: model name}} or "
                    "replace the final layer with pretrained.head (is this checkpoint for this architecture?)", tensors=moved.missing)
+    _values_usable(checks, source, blank, [*moved.reused, *moved.widened])
     stray = [k for k in moved.dropped if not (replaced and surgery.under(k, replaced))]
     counts = {"reused": _values(source, moved.reused), "widened": _values(source, moved.widened),
               "new": _values(blank, moved.new), "dropped": _values(source, moved.dropped),
@@ -256,6 +272,9 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
     report, start = check(inputs["checkpoint"], inputs["train"], params["model"], params["pretrained"], params["seed"])
     text = render(report)
     print(text, end="")
+    for finding in report["checks"]:
+        if finding["status"] == "warning":
+            logging.getLogger("stagewise").warning(f"check_compatibility: {finding['check']}: {finding['message']}")
     if start is None:
         raise StagewiseError(text)
     config_sha256 = sha256_json({key: params[key] for key in ("model", "pretrained", "seed")})
