@@ -7,6 +7,7 @@ from snakemake.exceptions import WorkflowError
 # The files this run's config came from: the --configfile files (they replace the Snakefile's),
 # else config/config.yaml. Snakemake has parsed them already; they are read again to refuse a
 # duplicate key and to name the file and line of each error.
+_AS_MODULE = workflow.modifier.namespace is not None  # `module stagewise:` in the user's Snakefile
 _CONFIG_FILES = [str(path) for path in (workflow.overwrite_configfiles or workflow.configfiles)]
 _CONFIG_SOURCE = " + ".join(_CONFIG_FILES) or "config"
 if workflow.config_settings.config:
@@ -15,9 +16,10 @@ try:
     _config_lines = [sw_config.read(path)[1] for path in _CONFIG_FILES]
     _config_lines = _config_lines[0] if _config_lines and _CONFIG_SOURCE == _CONFIG_FILES[0] else None
     _validated = sw_config.validate(config, source=_CONFIG_SOURCE, lines=_config_lines)
-    # every file the config names exists (relative to the working directory): a missing one
-    # must not pass for "Nothing to be done" on the old results
-    sw_config.check_files(_validated, _CONFIG_SOURCE, _config_lines)
+    # every file the config names exists: a missing one must not pass for "Nothing to be done" on
+    # old results. Used as a module, the user's own rules may make them: checked with the DAG.
+    if not _AS_MODULE:
+        sw_config.check_files(_validated, _CONFIG_SOURCE, _config_lines)
 except StagewiseError as error:
     raise WorkflowError(str(error)) from None
 config.clear()
@@ -42,8 +44,28 @@ def get_pretrained_checkpoint():
     return config["pretrained"]["checkpoint"] or "results/pretrain/model.pt"
 
 
+_FILES_CHECKED = []
+
+
+def check_config_files():
+    """With stagewise as a module: every file the config names exists or a rule makes it. Run once,
+    when the DAG is built (every rule is known then, the user's own too)."""
+    if _AS_MODULE and not _FILES_CHECKED:
+        try:
+            sw_config.check_files(
+                config,
+                _CONFIG_SOURCE,
+                _config_lines,
+                made=lambda path: any(rule.is_producer(path) for rule in workflow.rules),
+            )
+        except StagewiseError as error:
+            raise WorkflowError(str(error)) from None
+        _FILES_CHECKED.append(True)
+
+
 def get_raw_files(wildcards):
     """The user's files of a dataset (built-in data such as sklearn:digits has none): a changed file reruns."""
+    check_config_files()
     spec = config["data"][wildcards.dataset]
     genome = [spec["genome"]["annotation"]] if spec.get("genome") else []
     return [spec[k] for k in ("train", "test") if spec.get(k) and ":" not in spec[k]] + genome

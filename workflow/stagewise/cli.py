@@ -9,11 +9,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from . import __version__, assets
 from . import config as sw_config
 from .errors import StagewiseError
 
-REPO = Path(__file__).resolve().parents[2]
-SNAKEFILE = REPO / "Snakefile"
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -49,7 +48,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, extra: list[str]) -> int:
     """Run the packaged workflow on the user's config in the current directory."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(Path.cwd())]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(assets.SNAKEFILE), "--directory", str(Path.cwd())]
     if args.config:
         sw_config.load(args.config, files=True)  # fail here, with the key and line named, before Snakemake starts
         cmd += ["--configfile", str(Path(args.config).resolve()), "--replace-workflow-config"]
@@ -58,9 +57,9 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
 
 def _profile_install(args: argparse.Namespace) -> int:
     """Copy a shipped profile to ~/.config/snakemake/NAME (or /etc/xdg/snakemake/NAME with --site)."""
-    source = REPO / "profiles" / args.name
+    source = assets.PROFILES / args.name
     if not source.is_dir():
-        raise StagewiseError(f"profile {args.name!r} not found; shipped: {sorted(p.name for p in (REPO / 'profiles').iterdir())}")
+        raise StagewiseError(f"profile {args.name!r} not found; shipped: {sorted(p.name for p in assets.PROFILES.iterdir())}")
     base = Path("/etc/xdg/snakemake") if args.site else Path.home() / ".config" / "snakemake"
     target = base / args.name
     if target.exists() and not args.force:
@@ -74,7 +73,7 @@ def _init(args: argparse.Namespace) -> int:
     """Copy an example config (and the plug-in module it names) into a new folder and write its data."""
     from . import synthetic
 
-    examples = {p.stem: p for p in (REPO / "config" / "examples").glob("*.yaml")} | {"digits": REPO / "config" / "config.yaml"}
+    examples = {p.stem: p for p in assets.EXAMPLES.glob("*.yaml")} | {"digits": assets.EXAMPLE_CONFIG}
     if args.example not in examples:
         raise StagewiseError(f"unknown example {args.example!r}; available: {sorted(examples)}")
     folder = Path(args.dir)
@@ -85,8 +84,8 @@ def _init(args: argparse.Namespace) -> int:
     shutil.copy(examples[args.example], target)
     module = sw_config.load(target)["model"]["architecture"].partition(":")[0]
     written = [target]
-    if (REPO / "config" / "examples" / f"{module}.py").is_file():
-        written.append(Path(shutil.copy(REPO / "config" / "examples" / f"{module}.py", folder)))
+    if (assets.EXAMPLES / f"{module}.py").is_file():
+        written.append(Path(shutil.copy(assets.EXAMPLES / f"{module}.py", folder)))
     written += synthetic.write_example_data(args.example, folder)
     print("wrote " + ", ".join(map(str, written)) + f"\nrun: cd {folder} && stagewise run --config config.yaml --cores 2")
     return 0
@@ -104,6 +103,7 @@ def _provenance(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the `stagewise` command."""
     top = argparse.ArgumentParser(prog="stagewise", description=__doc__)
+    top.add_argument("--version", action="version", version=f"stagewise {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="check a pretrained checkpoint against the config and data (exit 0/1)")
     check.add_argument("--config", required=True)

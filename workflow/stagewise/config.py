@@ -7,15 +7,15 @@ import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jsonschema
 import yaml
 
-from . import metric_names
+from . import assets, metric_names
 from .errors import StagewiseError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = assets.SCHEMA
 NAMED = ("optimizer", "scheduler", "loss")  # sub-dicts that name a registry entry
 
 
@@ -31,7 +31,7 @@ def _strip_defaults(schema: Any) -> Any:
 def schema() -> dict:
     """The config schema; stage entries and pretrain overrides carry no defaults (they inherit)."""
     if not SCHEMA_PATH.is_file():
-        raise StagewiseError(f"{SCHEMA_PATH} not found: stagewise runs from its repository; install it with `pip install -e .`")
+        raise StagewiseError(f"{SCHEMA_PATH} not found: this stagewise installation is incomplete; reinstall it")
     raw = yaml.safe_load(SCHEMA_PATH.read_text())
     props = raw["properties"]
     stage = props["experiments"]["additionalProperties"]["properties"]["stages"]["items"]
@@ -213,12 +213,13 @@ def named_files(config: dict) -> list[tuple[list, str]]:
     return named
 
 
-def check_files(config: dict, source: str = "config", lines: Lines | None = None) -> None:
-    """Raise naming every key whose file (or, for data, folder) does not exist, relative to the working directory."""
+def check_files(config: dict, source: str = "config", lines: Lines | None = None, made: Callable[[str], bool] = lambda _: False) -> None:
+    """Raise naming every key whose file (or, for data, folder) does not exist, relative to the working directory,
+    and that no rule `made` (a rule of the user's own Snakefile, with stagewise as a module)."""
     missing = []
     for key, name in named_files(config):
         path = Path(name)
-        if path.is_file() or (key[0] == "data" and path.is_dir()):
+        if path.is_file() or (key[0] == "data" and path.is_dir()) or made(name):
             continue
         line = lines.line(key) if lines else None
         what = "a folder, not a file" if path.is_dir() else "not found"
