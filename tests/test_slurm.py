@@ -243,7 +243,10 @@ def test_shipped_profiles_avoid_the_known_traps():
     default = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
     assert slurm["executor"] == "slurm" and slurm["jobs"] >= 1
     assert "cpus_per_task" not in slurm["default-resources"]  # it would replace the rules' threads
-    assert all(slurm["set-resources"][r]["gpu"] == 1 for r in GPU_RULES)
+    assert all(slurm["set-resources"][r]["slurm_partition"] == "gpu" for r in GPU_RULES)
+    assert slurm["set-resources"]["evaluate"]["gpu"] == 1
+    # the training rules ask for their GPUs per stage (training.devices): a profile value would replace that
+    assert not any({"gpu", "gres"} & set(slurm["set-resources"][r]) for r in GPU_RULES - {"evaluate"})
     assert not {"executor", "default-resources", "set-resources"} & set(default)  # it would win over --profile
 
 
@@ -259,3 +262,40 @@ def test_resources_follow_data_size_and_epochs(tmp_path):
     raw.write_bytes(b"x" * 3000)
     assert resources.raw_bytes({"target": {"train": str(raw), "test": str(raw)}}) == 6000
     assert resources.local_prepare(6000) and not resources.local_prepare(2 * 1024 * resources.MB)
+
+
+# --- a data-parallel stage (training.devices: 2) as one job of 2 tasks -------------------------
+
+
+def _par_config() -> dict:
+    config = copy.deepcopy(CONFIG)
+    config["experiments"] = {"par": {"stages": [{"name": "all", "unfreeze_all": True, "devices": 2, "device": "cpu"}]}}
+    return config
+
+
+@pytest.mark.slurm
+def test_two_process_stage_is_one_job_of_two_tasks_and_matches_the_local_run(cluster, e2e, tmp_path):
+    from conftest import copy_run
+
+    target = "results/par/stages/1_all/model_best.pt"
+    local = copy_run(e2e["workdir"], tmp_path / "local")
+    write_config(local, _par_config())
+    run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(local),
+         "--configfile", str(local / "config.yaml"), "--cores", "2", target], REPO)
+    workdir = copy_run(e2e["workdir"], tmp_path / "slurm")
+    write_config(workdir, _par_config())
+    profile = write_test_profile(tmp_path / "profile", cluster)
+    before = last_job_id()
+    t0 = time.monotonic()
+    snakemake(workdir, "--profile", str(profile), target)
+    print(f"\n2-task stage through SLURM: {time.monotonic() - t0:.1f} s")
+    jobs = sacct(before)
+    assert comments(jobs) == ["finetune_wildcards_par_1_all"] and jobs[0]["State"] == "COMPLETED", jobs
+    assert "gres/gpu" not in jobs[0]["AllocTRES"]  # device: cpu asks for no GPU
+    steps = run(["sacct", "-n", "-P", "-j", jobs[0]["JobID"], "-o", "JobID,NTasks,State"], REPO).stdout.split()
+    step = [s.split("|") for s in steps if s.split("|")[0] == f"{jobs[0]['JobID']}.0"]
+    assert step and step[0][1:] == ["2", "COMPLETED"], steps  # the srun step: 2 tasks, both done
+    log = (workdir / "logs" / "finetune" / "par" / "1_all.log").read_text()
+    assert "0: rank 0 of 2" in log and "1: rank 1 of 2" in log, log[-3000:]
+    ours, theirs = (torch.load(w / target, weights_only=True)["state_dict"] for w in (workdir, local))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs)

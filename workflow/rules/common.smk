@@ -249,3 +249,23 @@ def get_pretrain_runtime(wildcards, input):
 
 def get_eval_runtime(wildcards, input):
     return sw_resources.evaluate_runtime(input.summary)
+
+
+# Training rules ask for what the stage's processes need: `training.devices` per node × `training.nodes`
+# (stagewise.resources.slurm_layout; README "Several GPUs or nodes"). Values None leave a resource unset.
+def _training_layout(get_params, key):
+    return lambda wildcards: sw_resources.slurm_layout(get_params(wildcards)["training"], THREADS).get(key)
+
+
+def training_threads(get_params):
+    return lambda wildcards: sw_resources.stage_threads(THREADS, get_params(wildcards)["training"])
+
+
+def training_mem_mb(get_params):
+    return lambda wildcards, input: sw_resources.stage_mem_mb(input.summary, get_params(wildcards)["training"])
+
+
+def training_resources(get_params):
+    """The SLURM layout resources of a training rule whose stage config `get_params(wildcards)` returns."""
+    keys = ["gpu", "mpi", "nodes", "tasks_per_node", "tasks", "tasks_per_gpu", "cpus_per_task", "gres"]
+    return {key: _training_layout(get_params, key) for key in keys}

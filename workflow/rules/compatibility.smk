@@ -14,10 +14,11 @@ rule pretrain:
         "benchmarks/pretrain/pretrain.tsv"
     conda:
         "../../envs/stagewise.yaml"
-    threads: THREADS
+    threads: training_threads(get_pretrain_params)
     resources:
-        mem_mb=get_train_mem_mb,
+        mem_mb=training_mem_mb(get_pretrain_params),
         runtime=get_pretrain_runtime,
+        **training_resources(get_pretrain_params),
     params:
         stage=get_pretrain_params,
         model=config["model"],

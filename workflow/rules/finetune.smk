@@ -15,10 +15,11 @@ rule finetune:
         "benchmarks/finetune/{experiment}/{index}_{stage}.tsv"
     conda:
         "../../envs/stagewise.yaml"
-    threads: THREADS
+    threads: training_threads(get_stage_params)
     resources:
-        mem_mb=get_train_mem_mb,
+        mem_mb=training_mem_mb(get_stage_params),
         runtime=get_stage_runtime,
+        **training_resources(get_stage_params),
     params:
         stage=get_stage_params,
         init="parent",
@@ -45,10 +46,11 @@ rule train_scratch:
         "benchmarks/train_scratch/scratch.tsv"
     conda:
         "../../envs/stagewise.yaml"
-    threads: THREADS
+    threads: training_threads(get_scratch_params)
     resources:
-        mem_mb=get_train_mem_mb,
+        mem_mb=training_mem_mb(get_scratch_params),
         runtime=get_scratch_runtime,
+        **training_resources(get_scratch_params),
     params:
         stage=get_scratch_params,
         init="random",

@@ -68,3 +68,38 @@ def train_runtime(summary: str, epochs: int) -> int:
 def evaluate_runtime(summary: str) -> int:
     """Minutes for an evaluate job: 10 plus 5 per GB of prepared data."""
     return int(10 + math.ceil(5 * _prepared_mb(summary) / 1024))
+
+
+def processes(training: dict) -> tuple[int, int]:
+    """(processes per node, nodes) of a stage: `training.devices`, `training.nodes`."""
+    return int(training.get("devices", 1)), int(training.get("nodes", 1))
+
+
+def stage_threads(threads: int, training: dict) -> int:
+    """The rule's threads: `threads` for each of the node's processes (each computes with `threads`, as one would)."""
+    return threads * processes(training)[0]
+
+
+def stage_mem_mb(summary: str, training: dict) -> int:
+    """Memory per node of a training job: `train_mem_mb` for each process on it (each reads the data itself)."""
+    return train_mem_mb(summary) * processes(training)[0]
+
+
+def slurm_layout(training: dict, threads: int) -> dict:
+    """What a training job asks the SLURM executor plugin (2.8) for, beyond threads, memory and time.
+
+    One process: GPU rules ask `gpu: 1` (sbatch --gpus=1) unless `training.device: cpu`, and the plugin runs the
+    job in `srun -n1` as before. Several (`devices × nodes > 1`): `mpi: srun` makes the plugin run the job itself
+    on the first node, without its own srun, and submit it with `--nodes`, `--ntasks-per-node` (`tasks_per_node`,
+    or `tasks` when one process per node) and `--cpus-per-task`; the job's launcher then starts the ranks with
+    one `srun` (`stagewise.distributed`). GPUs are asked per node, `gres: gpu:<devices>`. Values None are unset."""
+    devices, nodes = processes(training)
+    gpu = training.get("device", "auto") != "cpu"
+    if devices * nodes == 1:
+        return {"gpu": 1 if gpu else None}
+    layout = {"mpi": "srun", "nodes": nodes, "cpus_per_task": threads,
+              "tasks_per_node": devices if devices > 1 else None, "tasks": nodes if devices == 1 else None}
+    if gpu:
+        # with `tasks` the plugin would also write --ntasks-per-gpu=<tasks>; one task per GPU is what is meant
+        layout |= {"gres": f"gpu:{devices}", "tasks_per_gpu": 1 if devices == 1 else None}
+    return layout

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import freezing, metric_names, optim
+from . import distributed, freezing, metric_names, optim
 from .errors import StagewiseError
 from .io.batches import Batches, one_hot
 from .io.hdf5 import Split
@@ -102,11 +102,14 @@ def _resident(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor
     return tensor.to(device)
 
 
-def _batches(data: tuple, order: torch.Tensor, batch_size: int, device: torch.device) -> Iterator[tuple]:
-    """(x, covariates or None, y) batches in `order`: one whole-batch gather per tensor, then to `device`."""
+def _batches(data: tuple, order: torch.Tensor, batch_size: int, device: torch.device, rank: int = 0, world: int = 1) -> Iterator[tuple]:
+    """(x, covariates or None, y) batches in `order`: one whole-batch gather per tensor, then to `device`
+    (of a data-parallel stage: rank `rank`'s part of each batch, as `Batches.shard` cuts it)."""
     order = order.to(data[0].device)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
+        if world > 1:
+            idx = idx[distributed.shard(len(idx), rank, world)]
         yield tuple(None if t is None else t[idx].to(device, non_blocking=True) for t in data)
 
 
@@ -137,13 +140,40 @@ def _val_row(model: nn.Module, val: Split | Batches, categories: dict | None, lo
     return row | {f"val_{k}": v for k, v in scores.items()}
 
 
-def fit(model: nn.Module, train: Split | Batches, val: Split | Batches, training: dict, selection: freezing.Selection, where: str,
+def _frozen_names(model: nn.Module) -> list[str]:
+    """Parameters that do not train and the buffers of modules whose parameters all are frozen (BatchNorm statistics)."""
+    names = [n for n, p in model.named_parameters() if not p.requires_grad]
+    for prefix, module in model.named_modules():
+        params = list(module.parameters(recurse=False))
+        if params and not any(p.requires_grad for p in params):
+            names += [f"{prefix}.{b}" if prefix else b for b, _ in module.named_buffers(recurse=False)]
+    return names
+
+
+def fit(model: nn.Module, train: Split | Batches, val: Split | Batches | None, training: dict, selection: freezing.Selection, where: str,
         categories: dict | None = None, tensorboard: Path | None = None, task: str = "classification") -> Result:
-    """Train the selected parameters of `model`; keep the best state by the monitored metric."""
+    """Train the selected parameters of `model`; keep the best state by the monitored metric.
+
+    In a data-parallel stage (`distributed.context().world > 1`) every rank runs this with the same model and
+    seed: each global batch of `batch_size` is cut across the ranks (`train` serves this rank's part; a `Split`
+    is cut here), each rank's loss is weighted by its share of the batch and the gradients are summed, so a step
+    sees the gradient of the whole batch's mean loss. Only rank 0 validates (`val` may be None elsewhere), keeps
+    states and writes TensorBoard; its early-stopping decision is broadcast."""
+    ctx = distributed.context()
     seed_everything(training["seed"])
-    device = pick_device(training["device"])
+    device = pick_device(training["device"]) if ctx.world == 1 else distributed.device(training["device"])
     model.to(device)
     freezing.set_trainable(model, selection.names)
+    if ctx.world > 1:
+        if training["batch_size"] < ctx.world:
+            raise StagewiseError(distributed.check(training, where)[0])
+        if isinstance(train, Batches):
+            train.shard(ctx.rank, ctx.world)
+        if ctx.rank:  # dropout masks differ between ranks; rank 0 keeps one process's stream
+            torch.manual_seed(training["seed"] + 7919 * ctx.rank)
+        distributed.broadcast_state(model)
+    frozen = _frozen_names(model)
+    frozen_start = distributed.digest(model.state_dict(), frozen)
     streamed = isinstance(train, Batches)  # a prepared file read block by block (io.batches), else a Split in RAM
     data = None if streamed else tuple(_resident(t, device) for t in (torch.from_numpy(train.X), covariate_inputs(train, categories), torch.from_numpy(train.y)))
     n, batch_size, epochs = len(train.y), training["batch_size"], training["epochs"]
@@ -154,12 +184,13 @@ def fit(model: nn.Module, train: Split | Batches, val: Split | Batches, training
     loss_fn = tasks.loss(task, training["loss"], train.y, n_classes, device, getattr(model, "likelihood", "nb"), f"{where}.loss")
     handles = freezing.freeze_entries(model, selection.masks, optimizer)
     trained = [p for group in optimizer.param_groups for p in group["params"]]
+    masked = [(model.get_parameter(name), mask.to(device)) for name, mask in selection.masks.items()]
     stop = training["early_stopping"]
     metric_names.check_monitor(task, stop["monitor"], where, train.label_names)
     mode = stop["mode"] if stop["mode"] != "auto" else ("max" if metric_names.higher_is_better(stop["monitor"]) else "min")
     generator = torch.Generator().manual_seed(training["seed"])
     sizes = torch.tensor([min(batch_size, n - s) for s in range(0, n, batch_size)], dtype=torch.float64)
-    writer = _tensorboard(tensorboard) if training.get("tensorboard") else None
+    writer = _tensorboard(tensorboard) if training.get("tensorboard") and ctx.main else None
     result = Result(best_state={}, last_state={})
     best, waited = None, 0
     modes_seen: dict[str, str] = {}
@@ -169,23 +200,34 @@ def fit(model: nn.Module, train: Split | Batches, val: Split | Batches, training
 
     hooks = [m.register_forward_pre_hook(functools.partial(record_mode, name=name))
              for name, m in model.named_modules() if isinstance(m, freezing.NORM_AND_DROPOUT)]
-    bar = tqdm(total=epochs * n_batches, desc=where, file=sys.stderr, mininterval=1.0)
+    bar = tqdm(total=epochs * n_batches, desc=where, file=sys.stderr, mininterval=1.0, disable=not ctx.main)
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         freezing.set_train_mode(model)
         batch_losses = torch.empty(n_batches, device=device)
         order = torch.randperm(n, generator=generator)
-        for b, (xb, cb, yb) in enumerate(train.epoch(epoch, device) if streamed else _batches(data, order, batch_size, device)):
-            with _autocast(training["precision"], device):
-                loss = loss_fn(tasks.apply(_forward(model, xb, cb), torch.Tensor.float), yb, xb, epoch)
+        batches = train.epoch(epoch, device) if streamed else _batches(data, order, batch_size, device, ctx.rank, ctx.world)
+        for b, (xb, cb, yb) in enumerate(batches):
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if ctx.world == 1:
+                with _autocast(training["precision"], device):
+                    loss = loss_fn(tasks.apply(_forward(model, xb, cb), torch.Tensor.float), yb, xb, epoch)
+                loss.backward()
+            else:  # this rank's share of the batch's mean loss; the ranks' gradients add up to the whole batch's
+                share = len(yb) / float(sizes[b])
+                if len(yb):
+                    with _autocast(training["precision"], device):
+                        loss = loss_fn(tasks.apply(_forward(model, xb, cb), torch.Tensor.float), yb, xb, epoch) * share
+                    loss.backward()
+                else:
+                    loss = torch.zeros((), device=device)
+                distributed.all_reduce_gradients(trained, masked)  # masks of `train: [new]` applied after the sum
             if training["grad_clip"]:
                 nn.utils.clip_grad_norm_(trained, training["grad_clip"])
             schedule.step(epoch - 1, b)
             batch_losses[b] = loss.detach()
             bar.update()
-        values = batch_losses.double().cpu()  # the epoch's one device sync
+        values = distributed.all_reduce_sum(batch_losses).double().cpu()  # the epoch's one device sync
         bad = (~torch.isfinite(values)).nonzero()
         if len(bad):
             raise StagewiseError(f"{where}: loss is {values[bad[0, 0]].item()} at epoch {epoch}, batch {bad[0, 0].item() + 1}; "
@@ -196,6 +238,10 @@ def fit(model: nn.Module, train: Split | Batches, val: Split | Batches, training
         hooks = []
         row = {"epoch": epoch, "lr": schedule.lr, "train_loss": float((values * sizes).sum() / n)}
         schedule.end_epoch()
+        if not ctx.main:  # rank 0 validates and decides; the others follow its decision
+            if distributed.broadcast_flag(False, device):
+                break
+            continue
         row |= _val_row(model, val, categories, loss_fn, training, device, task)
         row |= {"seconds": round(time.perf_counter() - started, 4), "samples_per_s": round(n / train_seconds, 1)}
         result.history.append(row)
@@ -211,16 +257,22 @@ def fit(model: nn.Module, train: Split | Batches, val: Split | Batches, training
             waited += 1
             if stop["patience"] and waited >= stop["patience"]:
                 result.stopped = f"early stopping: {stop['monitor']} did not improve for {waited} epochs (best {best:.6g} at epoch {result.best_epoch})"
-                break
+        if distributed.broadcast_flag(bool(result.stopped), device):
+            break
     bar.close()
     if writer is not None:
         writer.close()
     for handle in handles:
         handle.remove()
     result.stopped = result.stopped or f"completed {epochs} epochs"
-    result.last_state = _clone(model)
+    result.last_state = _clone(model) if ctx.main else {}
     groups = [{"lr_scale": g["lr_scale"], "parameters": g["names"]} for g in optimizer.param_groups]
     result.audit = freezing.audit(model, selection.masks) | {"modes": modes_seen, "optimizer_groups": groups}
+    if ctx.world > 1:  # each rank's own view: its final weights, its frozen tensors before and after, its layer modes
+        state = model.state_dict()
+        result.audit["ranks"] = distributed.gather({
+            "rank": ctx.rank, "state_sha256": distributed.digest(state), "frozen_sha256_start": frozen_start,
+            "frozen_sha256_end": distributed.digest(state, frozen), "modes": modes_seen})
     return result
 
 

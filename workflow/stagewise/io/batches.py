@@ -55,6 +55,14 @@ class Batches:
         self._ram = hdf5.read_rows(self._h5, 0, self.n) if self.in_memory else None
         self.y = self._h5["y"][()]  # labels: small next to the features; loss weights and metrics need them all
         self.label_names = self.layout.label_names
+        self.rank, self.world = 0, 1
+
+    def shard(self, rank: int, world: int) -> Batches:
+        """Serve rank `rank`'s part of every batch of a data-parallel stage of `world` processes: each global
+        batch (the same batches, in the same block-shuffled order, as one process gets) is cut into `world`
+        contiguous parts, sizes differing by at most one, lower ranks first; a part may be empty."""
+        self.rank, self.world = rank, world
+        return self
 
     @property
     def nbytes(self) -> int:
@@ -105,11 +113,21 @@ class Batches:
                 covariates = {k: np.concatenate([carry[2][k], v]) for k, v in covariates.items()}
             full = len(y) - len(y) % self.batch_size
             for start in range(0, full, self.batch_size):
-                yield self._tensors(X[start:start + self.batch_size], y[start:start + self.batch_size],
-                                    {k: v[start:start + self.batch_size] for k, v in covariates.items()}, device)
+                part = self._part(start, start + self.batch_size)
+                yield self._tensors(X[part], y[part], {k: v[part] for k, v in covariates.items()}, device)
             carry = X[full:], y[full:], {k: v[full:] for k, v in covariates.items()}
         if carry is not None and len(carry[1]):
-            yield self._tensors(*carry, device)
+            part = self._part(0, len(carry[1]))
+            yield self._tensors(carry[0][part], carry[1][part], {k: v[part] for k, v in carry[2].items()}, device)
+
+    def _part(self, start: int, stop: int) -> slice:
+        """This rank's rows of the global batch `start:stop` (all of them outside a data-parallel stage)."""
+        if self.world == 1:
+            return slice(start, stop)
+        from ..distributed import shard
+
+        part = shard(stop - start, self.rank, self.world)
+        return slice(start + part.start, start + part.stop)
 
     def _tensors(self, X: np.ndarray, y: np.ndarray, covariates: dict, device) -> tuple:
         if self.columns is not None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from .. import checkpoints, models, training
+from .. import checkpoints, distributed, models, training
 from ..errors import StagewiseError
 from ..io import hdf5
 from ..models import interface, tasks
-from ..stages import train_and_save
+from ..stages import train_and_save, where
 
 
 def run(inputs: dict, outputs: dict, params: dict) -> None:
     """Build `model` for the source data's features, labels and covariates and train it from scratch."""
+    if distributed.world_size(params["stage"]["training"]) > 1 and distributed.context().world == 1:
+        return distributed.launch("stagewise.steps.pretrain:run", inputs, outputs, params, where("pretrain"))  # the ranks run this again
     with hdf5.open_split(inputs["train"]) as h5:
         layout = hdf5.layout(h5)
     meta = source_model(layout, params["model"]) | {"plugin": params.get("plugin")}
