@@ -403,3 +403,16 @@ def test_raw_size_counts_image_folders_and_annotations(tmp_path):
     data = {"a": {"train": str(tmp_path / "imgs")},
             "b": {"train": str(fasta), "genome": {"annotation": str(annotation)}}}
     assert resources.raw_bytes(data) == images_bytes + fasta.stat().st_size + annotation.stat().st_size
+
+
+def test_an_existing_fai_index_is_used_and_none_is_left_behind(tmp_path):
+    import pyfaidx
+
+    fasta, annotation = _write_genome(tmp_path / "g")
+    without = _all(_genome(tmp_path / "a", fasta=fasta, annotation=annotation))
+    assert not (tmp_path / "g" / "genome.fa.fai").exists()  # built in the results folder, then removed
+    assert not list((tmp_path / "a" / "out").glob(".*.fai"))
+    pyfaidx.Faidx(str(fasta)).close()  # samtools faidx's index, next to the FASTA
+    with_index = _all(_genome(tmp_path / "b", fasta=fasta, annotation=annotation))
+    assert (tmp_path / "g" / "genome.fa.fai").exists() and sorted(with_index) == sorted(without)
+    assert all(np.array_equal(with_index[k][0], without[k][0]) for k in without)
