@@ -68,7 +68,9 @@ def get_raw_files(wildcards):
     check_config_files()
     spec = config["data"][wildcards.dataset]
     genome = [spec["genome"]["annotation"]] if spec.get("genome") else []
-    return [spec[k] for k in ("train", "test") if spec.get(k) and ":" not in spec[k]] + genome
+    return [
+        spec[k] for k in ("train", "test") if spec.get(k) and ":" not in spec[k]
+    ] + genome
 
 
 _PLUGIN = []

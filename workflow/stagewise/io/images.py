@@ -119,7 +119,8 @@ def _mode_scale(mode: str) -> float:
     return 255.0
 
 
-def _pipeline(files: list[Path], options: dict) -> _Pipeline:
+def _pipeline(first_mode: str, options: dict) -> _Pipeline:
+    """The decoding pipeline of `data.*.images`; `channels: auto` takes the first image's (its mode)."""
     from PIL import Image
 
     resamplers = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
@@ -127,8 +128,7 @@ def _pipeline(files: list[Path], options: dict) -> _Pipeline:
     crop = _pair(options["crop"], "crop")
     channels, auto = {"grey": 1, "rgb": 3}.get(options["channels"]), options["channels"] == "auto"
     if auto:
-        first = _header(files[0])
-        channels = 1 if first[0] in _GREY else 3
+        channels = 1 if first_mode in _GREY else 3
     scale = None if options["scale"] == "auto" else float(options["scale"])
     mean = std = None
     normalize = options["normalize"]
@@ -225,8 +225,8 @@ def open_images(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
         root, tables = Path(path).parent, [path]
         if not files:
             raise StagewiseError(f"{path}: the table lists no images")
-    pipeline = _pipeline(files, options)
     mode, (width, height) = _header(files[0])
+    pipeline = _pipeline(mode, options)
     width, height = pipeline.size(width, height)
     shape = (pipeline.channels, height, width)
     names = [f"pixel_{c}_{y}_{x}" for c in range(shape[0]) for y in range(shape[1]) for x in range(shape[2])]
