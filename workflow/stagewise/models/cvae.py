@@ -1,10 +1,16 @@
 """`cvae`: a conditional VAE for counts (scVI/PREFFECT family).
 
-The encoder reads log1p(counts) and the one-hot covariates (e.g. batch) and gives the posterior
-q(z | x, c) = N(z_mean, exp(z_logvar)); the decoder reads z and the covariates and gives the
-expression share of every gene (softmax), scaled by the sample's observed library size (its total
-count) to the negative binomial mean; `theta` is a learned per-gene inverse dispersion; with
-`likelihood: zinb` a per-gene-and-sample dropout logit is added. `forward(x, covariates)` returns a
+The encoder reads log1p(counts) and the one-hot covariates (e.g. batch; without them when
+`encode_covariates` is false) and gives the posterior q(z | x, c) = N(z_mean, exp(z_logvar)); the
+decoder reads z and the covariates and gives the expression share of every gene (softmax), scaled
+by the sample's observed library size (its total count) to the negative binomial mean; `theta` is
+the inverse dispersion: per gene (`dispersion: gene`), per gene and covariate category
+(`gene-batch`, a bias-free Linear on the one-hot covariates, so surgery widens it too) or per gene
+and cell (`gene-cell`, read from the decoder's last hidden layer); with `likelihood: zinb` a
+per-gene-and-sample dropout logit is added. Hidden layers are Linear, BatchNorm1d (where
+`use_batch_norm` says: `both`, `encoder`, `decoder` or `none`), LayerNorm without affine parameters
+(where `use_layer_norm` says, as scvi-tools; scArches recommends `use_layer_norm: both`,
+`use_batch_norm: none`, `encode_covariates: true` for reference mapping), ReLU, Dropout. `forward(x, covariates)` returns a
 dict: `mean`, `theta`, `dropout_logits` (zinb only), `z_mean`, `z_logvar`, `z` (sampled in train
 mode, `z_mean` in eval mode) -- what `stagewise.likelihoods` needs; `z_mean` is the latent space.
 """
@@ -20,15 +26,22 @@ from torch import nn
 from ..errors import StagewiseError
 
 
-class Layer(nn.Module):
-    """Linear (its last `n_covariates` inputs are the one-hot covariates), BatchNorm1d, ReLU, Dropout."""
+NORM_PARTS = {"both": ("encoder", "decoder"), "encoder": ("encoder",), "decoder": ("decoder",), "none": ()}
+DISPERSIONS = ("gene", "gene-batch", "gene-cell")
 
-    def __init__(self, width: int, size: int, n_covariates: int, dropout: float, batch_norm: bool) -> None:
+
+class Layer(nn.Module):
+    """Linear (its last `n_covariates` inputs are the one-hot covariates), BatchNorm1d, LayerNorm, ReLU, Dropout."""
+
+    def __init__(self, width: int, size: int, n_covariates: int, dropout: float, batch_norm: bool,
+                 layer_norm: bool = False) -> None:
         super().__init__()
         self.n_covariates = n_covariates
         self.linear = nn.Linear(width + n_covariates, size)
         self.rest = nn.Sequential(OrderedDict(
-            [*([("norm", nn.BatchNorm1d(size))] if batch_norm else []), ("act", nn.ReLU()), ("dropout", nn.Dropout(dropout))]
+            [*([("norm", nn.BatchNorm1d(size))] if batch_norm else []),
+             *([("layer_norm", nn.LayerNorm(size, elementwise_affine=False))] if layer_norm else []),
+             ("act", nn.ReLU()), ("dropout", nn.Dropout(dropout))]
         ))
 
     def forward(self, x: torch.Tensor, covariates: torch.Tensor | None) -> torch.Tensor:
@@ -50,16 +63,35 @@ class Latent(nn.Module):
 
 
 class CountHead(nn.Module):
-    """Gene expression shares, per-gene inverse dispersion, and ZINB dropout logits."""
+    """Gene expression shares, inverse dispersion (`log_theta`: per gene; `theta_covariates`: per gene and
+    covariate category; `theta_cell`: per gene and cell), and ZINB dropout logits."""
 
-    def __init__(self, width: int, genes: int, zero_inflated: bool) -> None:
+    def __init__(self, width: int, genes: int, zero_inflated: bool, dispersion: str = "gene", n_covariates: int = 0) -> None:
         super().__init__()
         self.scale = nn.Linear(width, genes)
-        self.log_theta = nn.Parameter(torch.zeros(genes))
+        self.dispersion = dispersion
+        if dispersion == "gene":
+            self.log_theta = nn.Parameter(torch.zeros(genes))
+        elif dispersion == "gene-batch":
+            self.theta_covariates = nn.Linear(n_covariates, genes, bias=False)
+            nn.init.zeros_(self.theta_covariates.weight)  # theta 1 for every category to start (new ones after surgery too)
+        else:
+            self.theta_cell = nn.Linear(width, genes)
         self.dropout = nn.Linear(width, genes) if zero_inflated else None
 
-    def forward(self, h: torch.Tensor, library: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = {"mean": F.softmax(self.scale(h), dim=-1) * library, "theta": self.log_theta.exp().expand(len(h), -1)}
+    def _log_theta(self, h: torch.Tensor, covariates: torch.Tensor | None) -> torch.Tensor:
+        if self.dispersion == "gene":
+            return self.log_theta.expand(len(h), -1)
+        if self.dispersion == "gene-batch":
+            return self.theta_covariates(covariates)
+        return self.theta_cell(h).clamp(-15.0, 15.0)
+
+    def forward(self, h: torch.Tensor, library: torch.Tensor, covariates: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if self.dispersion == "gene":  # today's exact operations
+            theta = self.log_theta.exp().expand(len(h), -1)
+        else:
+            theta = self._log_theta(h, covariates).exp()
+        out = {"mean": F.softmax(self.scale(h), dim=-1) * library, "theta": theta}
         if self.dropout is not None:
             out["dropout_logits"] = self.dropout(h)
         return out
@@ -69,7 +101,10 @@ class CVAE(nn.Module):
     """Blocks `encoder.0` ..., `latent`, `decoder.0` ... (input to output), then `head` (CountHead).
 
     Covariates are injected into the first encoder and decoder layers, or into every hidden layer
-    with `deeply_inject_covariates` (scVI's option); `covariate_layers` lists those Linear layers.
+    with `deeply_inject_covariates` (scVI's option); `encode_covariates: false` keeps them out of the
+    encoder (scVI's default; scArches recommends true). `covariate_layers` lists the Linear layers
+    that take them (with `dispersion: gene-batch` also `head.theta_covariates`).
+    `batch_norm: false` turns batch norm off everywhere (the older spelling of `use_batch_norm: none`).
     """
 
     def __init__(
@@ -83,6 +118,10 @@ class CVAE(nn.Module):
         likelihood: str = "nb",
         dropout: float = 0.1,
         batch_norm: bool = True,
+        use_batch_norm: str = "both",
+        use_layer_norm: str = "none",
+        encode_covariates: bool = True,
+        dispersion: str = "gene",
     ) -> None:
         super().__init__()
         if out_features not in (None, in_features):
@@ -91,22 +130,32 @@ class CVAE(nn.Module):
             raise StagewiseError(f"model.params.likelihood: {likelihood!r} is not nb or zinb")
         if not hidden:
             raise StagewiseError("model.params.hidden: cvae needs at least one hidden layer")
-        self.n_covariates, self.likelihood = n_covariates, likelihood
+        for key, value in (("use_batch_norm", use_batch_norm), ("use_layer_norm", use_layer_norm)):
+            if value not in NORM_PARTS:
+                raise StagewiseError(f"model.params.{key}: {value!r} is not one of {', '.join(NORM_PARTS)}")
+        if dispersion not in DISPERSIONS:
+            raise StagewiseError(f"model.params.dispersion: {dispersion!r} is not one of {', '.join(DISPERSIONS)}")
+        if dispersion == "gene-batch" and not n_covariates:
+            raise StagewiseError("model.params.dispersion: gene-batch needs covariates (data.*.covariates); use gene or gene-cell")
+        self.n_covariates, self.likelihood, self.encode_covariates = n_covariates, likelihood, encode_covariates
 
-        def stack(widths: list[int]) -> nn.ModuleList:
+        def stack(part: str, widths: list[int], takes: bool) -> nn.ModuleList:
             return nn.ModuleList(
-                Layer(w, s, n_covariates if i == 0 or deeply_inject_covariates else 0, dropout, batch_norm)
+                Layer(w, s, n_covariates if takes and (i == 0 or deeply_inject_covariates) else 0, dropout,
+                      batch_norm and part in NORM_PARTS[use_batch_norm], part in NORM_PARTS[use_layer_norm])
                 for i, (w, s) in enumerate(zip(widths, widths[1:]))
             )
 
-        self.encoder = stack([in_features, *hidden])
+        self.encoder = stack("encoder", [in_features, *hidden], encode_covariates)
         self.latent = Latent(hidden[-1], n_latent)
-        self.decoder = stack([n_latent, *reversed(hidden)])
-        self.head = CountHead(hidden[0], in_features, likelihood == "zinb")
+        self.decoder = stack("decoder", [n_latent, *reversed(hidden)], True)
+        self.head = CountHead(hidden[0], in_features, likelihood == "zinb", dispersion, n_covariates)
         self.block_names = [*(f"encoder.{i}" for i in range(len(hidden))), "latent", *(f"decoder.{i}" for i in range(len(hidden)))]
         self.head_name = "head"
         self.covariate_layers = [f"{part}.{i}.linear" for part in ("encoder", "decoder")
                                  for i, layer in enumerate(getattr(self, part)) if layer.n_covariates]
+        if dispersion == "gene-batch":
+            self.covariate_layers.append("head.theta_covariates")
 
     def _run(self, layers: nn.ModuleList, h: torch.Tensor, covariates: torch.Tensor | None) -> torch.Tensor:
         for layer in layers:
@@ -115,7 +164,7 @@ class CVAE(nn.Module):
 
     def encode(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance of the latent code."""
-        return self.latent(self._run(self.encoder, torch.log1p(x), self._covariates(x, covariates)))
+        return self.latent(self._run(self.encoder, torch.log1p(x), self._covariates(x, covariates) if self.encode_covariates else None))
 
     def _covariates(self, x: torch.Tensor, covariates: torch.Tensor | None) -> torch.Tensor | None:
         if not self.n_covariates:
@@ -129,6 +178,7 @@ class CVAE(nn.Module):
         x = x.float()
         z_mean, z_logvar = self.encode(x, covariates)
         z = z_mean + torch.randn_like(z_mean) * torch.exp(0.5 * z_logvar) if self.training else z_mean
-        h = self._run(self.decoder, z, self._covariates(x, covariates))
+        covariates = self._covariates(x, covariates)
+        h = self._run(self.decoder, z, covariates)
         library = x.sum(dim=1, keepdim=True)
-        return self.head(h, library) | {"z_mean": z_mean, "z_logvar": z_logvar, "z": z}
+        return self.head(h, library, covariates) | {"z_mean": z_mean, "z_logvar": z_logvar, "z": z}
