@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from stagewise import checkpoints, config, freezing, training
+from stagewise import checkpoints, config, freezing, metrics, training
 from stagewise.errors import StagewiseError
 from stagewise.io import hdf5
 from stagewise.models.cvae import CVAE
@@ -125,3 +125,17 @@ def test_surgery_widens_exactly_the_covariate_columns_and_the_reference_latent_s
     old_cov = torch.eye(2)[np.arange(10) % 2]
     new_cov = torch.cat([old_cov, torch.zeros(10, 1)], 1)
     assert torch.equal(reference.eval().encode(x, old_cov)[0], model.eval().encode(x, new_cov)[0])  # the reference latent
+
+
+def test_knn_k_and_knn_reference_are_config_keys():
+    base = {"data": {"target": {"train": "x"}}, "model": {}, "pretrained": {"checkpoint": "x"},
+            "experiments": {"e": {"stages": [{"name": "s"}]}}}
+    evaluation = config.validate(base)["evaluation"]
+    assert (evaluation["knn_k"], evaluation["knn_reference"]) == (15, None)
+    assert config.validate(base | {"evaluation": {"knn_k": 5, "knn_reference": "target"}})["evaluation"]["knn_k"] == 5
+    for bad in ({"knn_k": 0}, {"knn_reference": "query"}):
+        with pytest.raises(StagewiseError, match="evaluation"):
+            config.validate(base | {"evaluation": bad})
+    reference = np.array([[0.0], [1.0], [1.1], [1.2]])
+    hits = lambda k: metrics.knn_hits(reference, np.array(["a", "b", "b", "b"]), np.array([[0.1]]), np.array(["a"]), k)  # noqa: E731
+    assert hits(1).all() and not hits(3).any()

@@ -147,10 +147,13 @@ def get_eval_model(wildcards):
 
 
 def get_knn_reference():
-    """Labelled samples whose latent space kNN label transfer starts from: the source data when there is one."""
+    """Labelled samples whose latent space kNN label transfer starts from: the training split of
+    evaluation.knn_reference, by default the source data when there is one."""
     if config["model"]["task"] != "counts":
         return []
-    dataset = "source" if "source" in config["data"] else "target"
+    dataset = config["evaluation"].get("knn_reference") or ("source" if "source" in config["data"] else "target")
+    if dataset not in config["data"]:
+        raise StagewiseError(f"evaluation.knn_reference: {dataset}, but the config has no data.{dataset}")
     return f"results/data/{dataset}/train.h5"
 
 

@@ -21,9 +21,9 @@ def batches(path: str, meta: dict) -> Batches:
                    fill=meta.get("padded_features", []))
 
 
-def predict(model: nn.Module, test: Batches, meta: dict, inputs: dict) -> dict:
+def predict(model: nn.Module, test: Batches, meta: dict, inputs: dict, knn_k: int = 15) -> dict:
     """The prediction arrays of the test split (`models.tasks`); counts with labels add kNN label transfer
-    from the `reference` split's latent space (labels matched by name)."""
+    (`knn_k` neighbours) from the `reference` split's latent space (labels matched by name)."""
     task = meta.get("task", "classification")
     output, x = training.predict_stream(model, test, keep_inputs=task == "counts")
     data = tasks.predictions(task, output, x) | {"labels": tasks.labels(task, output, test.y)}
@@ -34,7 +34,7 @@ def predict(model: nn.Module, test: Batches, meta: dict, inputs: dict) -> dict:
             known, query = np.array(reference.label_names)[reference.y], np.array(test.label_names)[test.y]
         finally:
             reference.close()
-        data["knn_correct"] = metrics.knn_hits(latent, known, data["latent"], query)
+        data["knn_correct"] = metrics.knn_hits(latent, known, data["latent"], query, knn_k)
     return data
 
 
@@ -65,7 +65,7 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
     task = tasks.get(ckpt.meta.get("task", "classification")).name
     test = batches(inputs["test"], ckpt.meta)
     try:
-        data = predict(checkpoints.build_model(ckpt), test, ckpt.meta, inputs)
+        data = predict(checkpoints.build_model(ckpt), test, ckpt.meta, inputs, params["evaluation"].get("knn_k", 15))
         sample_ids = test.sample_ids
     finally:
         test.close()
