@@ -48,22 +48,6 @@ def set_key(raw: dict, dotted: str, value) -> None:
     raw[last] = value
 
 
-def write_large(data: Path, reference: int = 20000, query: int = 5000, genes: int = 2000) -> None:
-    """The example's data at scale: same generator, same batches, more cells and genes."""
-    import anndata
-    import pandas as pd
-    import scipy.sparse as sp
-
-    from stagewise.synthetic import expression_counts
-
-    for name, n, batches, batch_seed in (("reference", reference, ["ref_1", "ref_2", "ref_3"], 1),
-                                         ("query", query, ["query_1", "query_2"], 2)):
-        d = expression_counts(n, batches, genes=genes, batch_seed=batch_seed)
-        obs = pd.DataFrame({"cell_type": pd.Categorical(d["cell_type"]), "batch": pd.Categorical(d["batch"])},
-                           index=[f"{name}_{i}" for i in range(n)])
-        anndata.AnnData(sp.csr_matrix(d["X"]), obs=obs, var=pd.DataFrame(index=d["genes"])).write_h5ad(data / f"{name}.h5ad")
-
-
 def run_stagewise(folder: Path, cores: int) -> dict:
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     start = time.perf_counter()
@@ -223,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         return scvi_worker(args.scvi_worker, args.out)
     import yaml
 
-    from stagewise import cli
+    from stagewise import cli, synthetic
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="bench_scarches_"))
     if folder.exists() and any(folder.iterdir()):
@@ -235,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             sys.stdout = stdout
     if args.large:
-        write_large(folder / "data")
+        synthetic._scarches_files(folder / "data", reference=20000, query=5000, genes=2000)
     raw = yaml.safe_load((folder / "config.yaml").read_text())
     for item in args.set:
         key, _, value = item.partition("=")

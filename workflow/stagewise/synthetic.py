@@ -180,13 +180,13 @@ def expression_counts(n: int, batches: list[str], genes: int = 200, cell_types: 
             "genes": [f"gene_{g:03d}" for g in range(genes)]}
 
 
-def write_counts(path: Path, n: int, batches: list[str], seed: int = 0, batch_seed: int | None = None) -> None:
+def write_counts(path: Path, n: int, batches: list[str], seed: int = 0, batch_seed: int | None = None, genes: int = 200) -> None:
     """An AnnData .h5ad: sparse counts in X, obs columns cell_type and batch, genes as var_names."""
     import anndata
     import pandas as pd
     import scipy.sparse as sp
 
-    data = expression_counts(n, batches, seed=seed, batch_seed=batch_seed)
+    data = expression_counts(n, batches, genes=genes, seed=seed, batch_seed=batch_seed)
     obs = pd.DataFrame({"cell_type": pd.Categorical(data["cell_type"]), "batch": pd.Categorical(data["batch"])},
                        index=[f"{path.stem}_{i}" for i in range(n)])
     adata = anndata.AnnData(sp.csr_matrix(data["X"]), obs=obs, var=pd.DataFrame(index=data["genes"]))
@@ -270,9 +270,10 @@ def _preffect_files(folder: Path) -> None:
     write_counts(folder / "new_samples.h5ad", 400, ["lab_a", "lab_b"], batch_seed=2)
 
 
-def _scarches_files(folder: Path) -> None:
-    write_counts(folder / "reference.h5ad", 3000, ["ref_1", "ref_2", "ref_3"], batch_seed=1)
-    write_counts(folder / "query.h5ad", 800, ["query_1", "query_2"], batch_seed=2)
+def _scarches_files(folder: Path, reference: int = 3000, query: int = 800, genes: int = 200) -> None:
+    """The scarches example's atlas and query (benchmarks/bench_scarches.py --large: 20,000, 5,000 and 2,000 genes)."""
+    write_counts(folder / "reference.h5ad", reference, ["ref_1", "ref_2", "ref_3"], batch_seed=1, genes=genes)
+    write_counts(folder / "query.h5ad", query, ["query_1", "query_2"], batch_seed=2, genes=genes)
 
 
 EXAMPLE_DATA = {"openspliceai": _splice_files, "dnnbrain": _dnnbrain_files, "preffect": _preffect_files, "scarches": _scarches_files,
