@@ -17,23 +17,14 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
-localrules:
-    all,
-    check_compatibility,
-    report,
-
-
-# prepare_data also runs locally when the raw data is light, so that check_compatibility can stop
-# a run before any cluster job is submitted (README "Running on a SLURM cluster").
-if sw_resources.local_prepare(RAW_BYTES):
-
-    localrules:
-        prepare_data,
+# all, check_compatibility, report and (for light raw data) prepare_data are `localrule`s: they run
+# where snakemake runs, also when this workflow is a module whose rules are renamed.
 
 
 rule all:
     input:
         get_final_outputs(),
+    localrule: True
 
 
 onsuccess:

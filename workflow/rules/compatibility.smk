@@ -42,6 +42,7 @@ rule check_compatibility:
         "logs/check_compatibility/check_compatibility.log",
     benchmark:
         "benchmarks/check_compatibility/check_compatibility.tsv"
+    localrule: True
     conda:
         "../../envs/stagewise.yaml"
     threads: 1

@@ -1,3 +1,5 @@
+# local when the raw data is light, so that check_compatibility can stop a run before any cluster
+# job is submitted (README "Running on a SLURM cluster")
 rule prepare_data:
     input:
         get_raw_files,
@@ -10,6 +12,7 @@ rule prepare_data:
         "logs/prepare_data/{dataset}.log",
     benchmark:
         "benchmarks/prepare_data/{dataset}.tsv"
+    localrule: sw_resources.local_prepare(RAW_BYTES)
     conda:
         "../../envs/stagewise.yaml"
     threads: THREADS

@@ -29,6 +29,7 @@ rule report:
         "logs/report/report.log",
     benchmark:
         "benchmarks/report/report.tsv"
+    localrule: True
     conda:
         "../../envs/stagewise.yaml"
     threads: 1
