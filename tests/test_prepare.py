@@ -198,6 +198,7 @@ def test_workflow_stops_at_prepare_data_with_the_message(tmp_path):
     """Through snakemake: the rule fails with the file and column named, and leaves no outputs."""
     frame = table(40)
     frame.loc[3, "g1"] = np.nan
+    (tmp_path / "never-read.pt").write_bytes(b"")  # exists (the config's files are checked first); never read
     cfg = {**TINY, "data": {"target": {"train": _csv(tmp_path, frame)}},
            "pretrained": {"checkpoint": str(tmp_path / "never-read.pt")}}
     write_config(tmp_path, cfg)

@@ -29,8 +29,9 @@ def first(names: list, shapes: dict | None = None) -> str:
     return ", ".join(shown) + (f", ... ({len(names) - SHOWN} more)" if len(names) > SHOWN else "")
 
 
-def features(checks: Checks, meta: dict, pretrained: dict, found: list[str]) -> tuple[list[str], list[str]]:
-    """The checkpoint's feature names and the ones to zero-fill, checked against the data's."""
+def features(checks: Checks, meta: dict, pretrained: dict, found: list[str], tabular: bool = True) -> tuple[list[str], list[str]]:
+    """The checkpoint's feature names and the ones to zero-fill, checked against the data's (`tabular` False: sequences or
+    images, whose features are positions, need no names)."""
     recorded, listed = meta.get("feature_names"), None
     if pretrained["feature_names"]:
         failed = checks.failed()
@@ -38,6 +39,9 @@ def features(checks: Checks, meta: dict, pretrained: dict, found: list[str]) -> 
         if listed is None or (checks.failed() and not failed):
             return found, []
     expected = recorded or listed
+    if expected is None and not tabular:
+        checks.add("features", "ok", f"{len(found)} positions or pixels of shaped inputs, taken in the data's order")
+        return found, []
     if expected is None:
         checks.add("features", "warning", f"the checkpoint records no feature names; the data's {len(found)} features are assumed "
                    "to be its inputs in the same order (set pretrained.feature_names: FILE to check them)")

@@ -221,7 +221,7 @@ def check(checkpoint_path: str, train_path: str, model_cfg: dict, pretrained: di
         data = hdf5.layout(h5)
     checks, meta = Checks(), ckpt.meta
     checks.add("format", "ok", f"{ckpt.origin}: {len(ckpt.state_dict)} tensors")
-    features, padded = metadata_checks.features(checks, meta, pretrained, data.feature_names)
+    features, padded = metadata_checks.features(checks, meta, pretrained, data.feature_names, len(data.feature_shape) == 1)
     metadata_checks.locked(checks, meta, model_cfg, pretrained["locked"], checkpoint_path)
     per_label = tasks.get(model_cfg["task"]).output_per_label  # counts: labels only annotate samples
     head = pretrained["head"] if per_label else None
