@@ -219,3 +219,16 @@ def test_inconsistent_npz_arrays_are_an_error(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "a.npz", X=rng.normal(size=(30, 5)), y=rng.integers(0, 2, 30), feature_names=np.array(["a", "b"]))
     assert "'feature_names' has 2 names" in _error(tmp_path, train=str(tmp_path / "a.npz"))
+
+
+def test_one_class_is_not_a_classification_target(tmp_path):
+    frame = table(40).assign(label="a")
+    message = _error(tmp_path, train=_csv(tmp_path, frame))
+    assert "t.csv" in message and "has 1 class (a)" in message and "at least two" in message
+
+
+def test_continuous_labels_ask_whether_the_task_is_regression(tmp_path):
+    frame = table(60).assign(label=np.round(np.random.default_rng(0).normal(size=60), 3))
+    message = _error(tmp_path, train=_csv(tmp_path, frame))
+    assert "did you mean model.task: regression?" in message and "60 distinct numbers in 60 samples" in message
+    assert len(message) < 500  # not every value

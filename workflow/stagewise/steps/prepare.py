@@ -171,6 +171,8 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
             label_names = [spec["label"] or "label"]
         else:
             label_names = sorted(map(str, set(selected["train"][1])), key=_natural)
+            if params.get("task", "classification") == "classification":
+                _check_classes(label_names, len(selected["train"][1]), f"data.{name}: {spec['train']}", spec["label"] or "label")
             if "test" in sources:
                 unknown = sorted(set(selected["test"][1]) - set(label_names))
                 if unknown:
@@ -222,6 +224,19 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
         "bytes": int(sum(samples.values()) * 4 * np.prod(train.feature_shape)),
         "preprocessing": preprocessing,
     })
+
+
+def _check_classes(names: list[str], n: int, where: str, column: str) -> None:
+    """A classification target needs two classes or more, and classes rather than measurements."""
+    if len(names) < 2:
+        raise StagewiseError(f"{where}: the label {column!r} has {len(names)} class ({', '.join(names)}): classification needs at "
+                             "least two; check data.*.label, classes and label_map")
+    numbers = [float(v) for v in names if _is_number(v)]
+    fractional = any(not v.is_integer() for v in numbers)
+    if len(numbers) == len(names) and (fractional and len(names) > 10 or len(names) > max(50, n // 2)):
+        raise StagewiseError(f"{where}: the label {column!r} holds {len(names)} distinct numbers in {n} samples (e.g. "
+                             f"{', '.join(names[:3])}, ..., {names[-1]}): values to predict, not classes; did you mean "
+                             "model.task: regression?")
 
 
 def _merge(info: dict, found: dict) -> dict:
