@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 
@@ -150,9 +151,19 @@ def test_missing_file(tmp_path):
         checkpoints.load(tmp_path / "nope.pt")
 
 
-def test_save_is_atomic_and_leaves_no_temporary(tmp_path, model):
-    checkpoints.save(tmp_path / "m.pt", model.state_dict(), META)
-    with pytest.raises(Exception):
-        checkpoints.save(tmp_path / "m.pt", {"bad": object()}, META)
-    assert same(checkpoints.load(tmp_path / "m.pt").state_dict, model.state_dict())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+@pytest.mark.parametrize("name", ["m.pt", "m.safetensors"])
+def test_save_is_atomic_and_leaves_no_temporary(tmp_path, model, monkeypatch, name):
+    checkpoints.save(tmp_path / name, model.state_dict(), META)
+
+    def fails_midway(_obj, target, *args, **kwargs):  # a write that dies half-way (full disk, a kill)
+        with open(target, "wb") if isinstance(target, (str, os.PathLike)) else contextlib.nullcontext(target) as handle:
+            handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoints.torch, "save", fails_midway)
+    monkeypatch.setattr(checkpoints.safetensors.torch, "save_file", fails_midway)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoints.save(tmp_path / name, {k: v + 1 for k, v in model.state_dict().items()}, META)
+    monkeypatch.undo()
+    assert same(checkpoints.load(tmp_path / name).state_dict, model.state_dict())  # the old file, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from conftest import snakemake, write_config
-from stagewise import checkpoints, cli, surgery
+from stagewise import checkpoints, cli
 from stagewise.errors import StagewiseError
 from stagewise.io import hdf5
 from stagewise.models.mlp import MLP
-from stagewise.steps import compatibility
+from stagewise.steps import compatibility, evaluate
 
 FEATURES = [f"g{i}" for i in range(6)]
 LABELS = ["a", "b", "c"]
@@ -55,6 +55,16 @@ def run_check(tmp_path, pre=None, model=MODEL, seed=0, **data):
     return compatibility.check(str(tmp_path / "ck.pt"), write_data(tmp_path / "train.h5", **data), model, pre or pretrained(), seed)
 
 
+def as_the_model_reads(path, meta: dict) -> np.ndarray:
+    """The features of a prepared split as the workflow feeds them to the model (evaluate's and a stage's
+    `Batches`: columns in the checkpoint's order, padded ones zero)."""
+    test = evaluate.batches(str(path), meta)
+    try:
+        return torch.cat([x for x, _, _ in test.epoch(1)]).numpy()
+    finally:
+        test.close()
+
+
 def errors(report: dict) -> list[str]:
     return [c["message"] for c in report["checks"] if c["status"] == "error"]
 
@@ -86,8 +96,7 @@ def test_features_reorder_permutes_the_data_to_the_checkpoints_order(tmp_path):
     check = next(c for c in report["checks"] if c["check"] == "features")
     assert check["status"] == "warning" and check["out_of_order"] and start.meta["feature_names"] == FEATURES
     data = hdf5.read(tmp_path / "train.h5")
-    aligned = surgery.align(data, start.meta["feature_names"], start.meta["padded_features"])
-    np.testing.assert_array_equal(aligned.X, data.X[:, ::-1])
+    np.testing.assert_array_equal(as_the_model_reads(tmp_path / "train.h5", start.meta), data.X[:, ::-1])
 
 
 def test_features_strict_lists_counts_and_first_names(tmp_path):
@@ -112,12 +121,12 @@ def test_features_pad_zero_fills_missing_and_drops_extra(tmp_path):
     assert report["status"] == "warning" and start.meta["padded_features"] == ["g3", "g4"]
     assert "2 zero-filled" in compatibility.render(report) and "1 dropped" in compatibility.render(report)
     data = hdf5.read(tmp_path / "train.h5")
-    aligned = surgery.align(data, start.meta["feature_names"], start.meta["padded_features"])
-    assert aligned.feature_names == FEATURES
-    np.testing.assert_array_equal(aligned.X[:, [3, 4]], 0)
-    np.testing.assert_array_equal(aligned.X[:, [0, 1, 2, 5]], data.X[:, [2, 3, 4, 1]])
+    aligned = as_the_model_reads(tmp_path / "train.h5", start.meta)
+    assert aligned.shape == (len(data.X), len(FEATURES))
+    np.testing.assert_array_equal(aligned[:, [3, 4]], 0)
+    np.testing.assert_array_equal(aligned[:, [0, 1, 2, 5]], data.X[:, [2, 3, 4, 1]])
     with pytest.raises(StagewiseError, match="features: pad"):
-        surgery.align(data, FEATURES)  # not declared as padded: refused
+        as_the_model_reads(tmp_path / "train.h5", {**start.meta, "padded_features": []})  # not declared as padded: refused
 
 
 def test_plain_state_dict_takes_feature_names_from_a_file(tmp_path):
