@@ -37,7 +37,9 @@ import torch
 from .errors import StagewiseError
 
 LAUNCH_ENV = "STAGEWISE_LAUNCH"  # local | srun: how to start the workers (default: srun inside a SLURM job)
-TIMEOUT = timedelta(minutes=10)  # rendezvous and collectives; a dead peer is noticed sooner (the launcher kills all)
+# Rendezvous and collectives: the other ranks wait in a broadcast while rank 0 validates, which may take long
+# on big data; a dead peer is noticed at once anyway (the launcher, or srun --kill-on-bad-exit, stops them all).
+TIMEOUT = timedelta(hours=2)
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of the surviving workers
 
 
@@ -125,14 +127,15 @@ def all_reduce_gradients(params: list[torch.nn.Parameter], masks: list[tuple[tor
                 p.grad.mul_(mask)
 
 
-def broadcast_state(model: torch.nn.Module) -> None:
-    """Rank 0's parameters and buffers on every rank (they are built alike; this makes sure)."""
+def broadcast_state(model: torch.nn.Module, buffers_only: bool = False) -> None:
+    """Rank 0's parameters and buffers on every rank (at the start: they are built alike, this makes sure), or its
+    buffers only (after each epoch: trainable BatchNorm's running statistics are rank 0's, as torch DDP keeps them)."""
     if _context.world == 1:
         return
     import torch.distributed as dist
 
     with torch.no_grad():
-        for tensor in model.state_dict().values():
+        for tensor in (model.buffers() if buffers_only else model.state_dict().values()):
             dist.broadcast(tensor, 0)
 
 
@@ -254,7 +257,7 @@ def launch(step: str, inputs: dict, outputs: dict, params: dict, where: str) -> 
     training = params["stage"]["training"]
     world, devices, nodes = world_size(training), int(training.get("devices", 1)), int(training.get("nodes", 1))
     mode = _mode(nodes)
-    threads = max(1, torch.get_num_threads() // (devices if mode == "local" else 1))
+    threads = max(1, torch.get_num_threads() // devices)  # the rule's threads are the node's: `devices ×` one process's
     from torch.distributed import TCPStore
 
     store = TCPStore("127.0.0.1" if mode == "local" else "0.0.0.0", 0, world + 1, is_master=True, timeout=TIMEOUT,

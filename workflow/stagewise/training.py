@@ -228,6 +228,7 @@ def fit(model: nn.Module, train: Split | Batches, val: Split | Batches | None, t
             batch_losses[b] = loss.detach()
             bar.update()
         values = distributed.all_reduce_sum(batch_losses).double().cpu()  # the epoch's one device sync
+        distributed.broadcast_state(model, buffers_only=True)
         bad = (~torch.isfinite(values)).nonzero()
         if len(bad):
             raise StagewiseError(f"{where}: loss is {values[bad[0, 0]].item()} at epoch {epoch}, batch {bad[0, 0].item() + 1}; "
