@@ -184,12 +184,24 @@ def _groups(item: pytest.Item) -> set[str]:
     return groups
 
 
+def _group_suffix(item: pytest.Item) -> None:
+    """What xdist's --dist loadgroup does with the xdist_group marks (node id `<id>@<group>`, one worker per
+    group), for pytest >= 9, where node ids live in `_id` and xdist <= 3.8's `item._nodeid = ...` is lost."""
+    names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")})
+    if names and hasattr(item, "_id") and not item.nodeid.endswith("@" + "_".join(names)):
+        from _pytest.nodeid import coerce_node_id
+
+        item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(names)}")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into node-id suffixes
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         for group in sorted(_groups(item)):
             if not any(m.args[:1] == (group,) for m in item.iter_markers("xdist_group")):
                 item.add_marker(pytest.mark.xdist_group(group))
+        if getattr(config.option, "loadgroup", False):
+            _group_suffix(item)
 
     def rank(item: pytest.Item) -> int:
         if item.get_closest_marker("slurm") or SLURM_GROUP in _groups(item):
