@@ -20,6 +20,9 @@
 
 Peak memory: stagewise's from Snakemake's benchmark files (max_rss of the pretrain and finetune
 jobs), scvi-tools' the child process's peak RSS after reference and after query training.
+Threads: scvi-tools gets the torch threads stagewise's training jobs get for the same data
+(`stagewise.resources.threads`: 1 below 256 MB) and OMP_NUM_THREADS=1; with 2 threads on a loaded
+2-core machine its OpenMP threads wait on each other and training runs some 30x slower.
 """
 
 from __future__ import annotations
@@ -97,6 +100,10 @@ def scvi_worker(folder: Path, out: Path) -> None:
     import torch
     import yaml
 
+    from stagewise import resources
+
+    raw = sum(f.stat().st_size for f in (folder / "data").iterdir())
+    torch.set_num_threads(resources.threads(raw))  # the threads stagewise's training jobs get for this data
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -239,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         w = time.perf_counter()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run([sys.executable, __file__, "--scvi-worker", str(folder), "--out", str(out)],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if done.returncode:
             sys.exit(f"scvi-tools failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")

@@ -36,6 +36,12 @@ def test_layer_norm_and_batch_norm_where_configured(layer_norm, batch_norm, enco
     assert out["mean"].shape == (3, GENES) and out["z_mean"].shape == (3, 10)
 
 
+def test_decoder_dropout_defaults_to_dropout():
+    rates = lambda m, part: {l.rest.dropout.p for l in getattr(m, part)}  # noqa: E731, E741
+    same, zero = CVAE(GENES, hidden=[16, 8], dropout=0.2), CVAE(GENES, hidden=[16, 8], dropout=0.2, decoder_dropout=0.0)
+    assert rates(same, "encoder") == rates(same, "decoder") == rates(zero, "encoder") == {0.2} and rates(zero, "decoder") == {0.0}
+
+
 def test_batch_norm_false_is_none_everywhere_and_bad_values_are_errors():
     assert not norms(CVAE(GENES, batch_norm=False, use_batch_norm="both"), "encoder") & {nn.BatchNorm1d}
     with pytest.raises(StagewiseError, match="use_layer_norm: 'all' is not one of both, encoder, decoder, none"):

@@ -105,6 +105,7 @@ class CVAE(nn.Module):
     encoder (scVI's default; scArches recommends true). `covariate_layers` lists the Linear layers
     that take them (with `dispersion: gene-batch` also `head.theta_covariates`).
     `batch_norm: false` turns batch norm off everywhere (the older spelling of `use_batch_norm: none`).
+    `decoder_dropout` is the decoder's dropout rate (null: `dropout`, as the encoder; scvi-tools' decoder: 0).
     """
 
     def __init__(
@@ -122,6 +123,7 @@ class CVAE(nn.Module):
         use_layer_norm: str = "none",
         encode_covariates: bool = True,
         dispersion: str = "gene",
+        decoder_dropout: float | None = None,
     ) -> None:
         super().__init__()
         if out_features not in (None, in_features):
@@ -140,8 +142,9 @@ class CVAE(nn.Module):
         self.n_covariates, self.likelihood, self.encode_covariates = n_covariates, likelihood, encode_covariates
 
         def stack(part: str, widths: list[int], takes: bool) -> nn.ModuleList:
+            rate = dropout if part == "encoder" or decoder_dropout is None else decoder_dropout
             return nn.ModuleList(
-                Layer(w, s, n_covariates if takes and (i == 0 or deeply_inject_covariates) else 0, dropout,
+                Layer(w, s, n_covariates if takes and (i == 0 or deeply_inject_covariates) else 0, rate,
                       batch_norm and part in NORM_PARTS[use_batch_norm], part in NORM_PARTS[use_layer_norm])
                 for i, (w, s) in enumerate(zip(widths, widths[1:]))
             )
