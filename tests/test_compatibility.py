@@ -484,3 +484,15 @@ def test_workflow_with_padded_and_reordered_features_gives_the_unpadded_numbers(
         padded, original = (json.loads((run / "results" / stage / "test_metrics.json").read_text())["metrics"]
                             for run in (tmp_path, tiny_run))
         assert padded == original, stage
+
+
+def test_cli_check_refuses_one_sample_batches_for_training_batchnorm(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = user_project(tmp_path)
+    config["experiments"] = {"e": {"stages": [{"name": "head", "train": ["head"], "batch_size": 1},  # BatchNorm frozen: fine
+                                              {"name": "all", "unfreeze_all": True, "batch_size": 1}]}}
+    write_config(tmp_path, config)
+    assert cli.main(["check", "--config", "config.yaml"]) == 1
+    out = capsys.readouterr().out
+    assert "stages: 1 of 2 valid" in out and "experiments.e.stages[1] (all).batch_size: 1 sample per batch" in out
+    assert "encoder.0.norm" in out or "encoder.0" in out

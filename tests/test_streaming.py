@@ -155,3 +155,13 @@ def test_evaluate_and_validation_stream_the_split_never_reading_it_whole(tiny_ru
     finetune.run(inputs, files, {"stage": stage, "init": "parent", "label": "gradual/1_head"})
     assert (tmp_path / "history.out").read_text().splitlines()[1].split("\t")[:5] == \
         (model.parent / "history.tsv").read_text().splitlines()[1].split("\t")[:5]
+
+
+def test_a_last_training_batch_of_one_sample_joins_the_batch_before(tmp_path):
+    """33 samples, batch 16: training gets 16 + 17 (BatchNorm cannot train on one sample); evaluation keeps 16 + 16 + 1."""
+    path = _write(tmp_path, 33)
+    train, evaluation = Batches(path, 16, shuffle=True, seed=1), Batches(path, 16)
+    assert [len(y) for _, _, y in train.epoch(0)] == [16, 17] and len(train) == 2
+    assert sorted(_rows(train, 0)) == list(range(33))
+    assert [len(y) for _, _, y in evaluation.epoch(0)] == [16, 16, 1] and len(evaluation) == 3
+    assert [len(y) for _, _, y in Batches(_write(tmp_path, 34), 16, shuffle=True).epoch(0)] == [16, 16, 2]

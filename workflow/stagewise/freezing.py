@@ -153,6 +153,13 @@ def set_train_mode(model: nn.Module) -> None:
             module.eval()
 
 
+def batchnorms_in_training(model: nn.Module, names: set[str]) -> list[str]:
+    """The BatchNorm layers a stage that trains parameters `names` runs in train mode (batch statistics)."""
+    set_trainable(model, names)
+    set_train_mode(model)
+    return [name for name, module in model.named_modules() if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training]
+
+
 def audit(model: nn.Module, masks: dict[str, torch.Tensor] | None = None) -> dict:
     """Trainable and frozen entry counts per block and the head (masked parameters count in part), and norm/dropout modes."""
     masks = masks or {}

@@ -106,6 +106,12 @@ def validate(start: checkpoints.Checkpoint, config: dict, pretraining: bool = Fa
             tasks.loss_name(start.meta["task"], stage["training"]["loss"], getattr(model, "likelihood", "nb"), f"{path}.loss")
             selection = freezing.select(model, stage["policy"], start.meta.get("new_parameters", []), masks, path)
             optimizer = optim.build_optimizer(model, selection.names, stage["training"], path, dry_run=True)
+            per_process = stage["training"]["batch_size"] // distributed.world_size(stage["training"])
+            norms = freezing.batchnorms_in_training(model, selection.names) if per_process < 2 else []
+            if norms:
+                raise StagewiseError(f"{path}.batch_size: {per_process} sample per batch (and process) while BatchNorm layers train "
+                                     f"({', '.join(norms[:3])}): batch statistics need two samples or more; raise batch_size or "
+                                     "freeze those modules")
             optim.Schedule(optimizer, stage["training"]["scheduler"], stage["training"]["epochs"], 1, path)
         except StagewiseError as error:
             problems.append(str(error))

@@ -8,7 +8,6 @@ permutations are used, so both modes give the same batches.
 
 from __future__ import annotations
 
-import math
 from typing import Iterator
 
 import numpy as np
@@ -35,6 +34,12 @@ def one_hot(codes: dict[str, np.ndarray], own: dict[str, list[str]], categories:
                                  "add them with pretrained.new_categories")
         parts.append(np.eye(len(known), dtype=np.float32)[lookup])
     return np.concatenate(parts, axis=1)
+
+
+def _join(first: tuple, second: tuple) -> tuple:
+    """Two runs of rows `(X, y, covariates)` as one."""
+    return (np.concatenate([first[0], second[0]]), np.concatenate([first[1], second[1]]),
+            {k: np.concatenate([first[2][k], v]) for k, v in second[2].items()})
 
 
 class Batches:
@@ -81,7 +86,8 @@ class Batches:
         return np.array([position.get(f, -1) for f in feature_names])
 
     def __len__(self) -> int:
-        return math.ceil(self.n / self.batch_size)
+        full, rest = divmod(self.n, self.batch_size)
+        return full + (rest > 0) - (self.shuffle and rest == 1 and full > 0 and self.batch_size > 1)  # see `epoch`
 
     def _rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         if self._ram is None:
@@ -105,20 +111,37 @@ class Batches:
             yield X, y, covariates
 
     def epoch(self, epoch: int, device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
-        """The batches of one epoch (its shuffle seeded by `seed` and `epoch`), moved to `device`."""
+        """The batches of one epoch (its shuffle seeded by `seed` and `epoch`), moved to `device`. Training (`shuffle`):
+        a last batch of a single sample joins the batch before it, as BatchNorm needs two samples to train."""
+        held = None
+        for batch in self._global_batches(epoch):
+            if held is not None and self.shuffle and len(batch[1]) == 1 < self.batch_size:  # only the last can be short
+                batch = _join(held, batch)
+            elif held is not None:
+                yield self._local(held, device)
+            held = batch
+        if held is not None:
+            yield self._local(held, device)
+
+    def _local(self, batch: tuple, device) -> tuple:
+        """This process's part of a global batch, as tensors on `device`."""
+        X, y, covariates = batch
+        part = self._part(0, len(y))
+        return self._tensors(X[part], y[part], {k: v[part] for k, v in covariates.items()}, device)
+
+    def _global_batches(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
+        """Every process's rows of each batch of the epoch, in order."""
         carry = None
         for X, y, covariates in self._windows(epoch):
             if carry is not None:
-                X, y = np.concatenate([carry[0], X]), np.concatenate([carry[1], y])
-                covariates = {k: np.concatenate([carry[2][k], v]) for k, v in covariates.items()}
+                X, y, covariates = _join(carry, (X, y, covariates))
             full = len(y) - len(y) % self.batch_size
             for start in range(0, full, self.batch_size):
-                part = self._part(start, start + self.batch_size)
-                yield self._tensors(X[part], y[part], {k: v[part] for k, v in covariates.items()}, device)
+                rows = slice(start, start + self.batch_size)
+                yield X[rows], y[rows], {k: v[rows] for k, v in covariates.items()}
             carry = X[full:], y[full:], {k: v[full:] for k, v in covariates.items()}
         if carry is not None and len(carry[1]):
-            part = self._part(0, len(carry[1]))
-            yield self._tensors(carry[0][part], carry[1][part], {k: v[part] for k, v in carry[2].items()}, device)
+            yield carry
 
     def _part(self, start: int, stop: int) -> slice:
         """This rank's rows of the global batch `start:stop` (all of them outside a data-parallel stage)."""
