@@ -9,8 +9,8 @@ in one process). So that the workers neither repeat expensive work nor trip over
 - tests that use the machine-wide SLURM test cluster (fixture `cluster`) go to one worker (xdist group
   "slurm_cluster"); tests that share a module-, class- or session-scoped fixture of a test module go to one
   worker too (a group per fixture), unless that fixture is built through `shared_folder`.
-- collection order puts SLURM, then the other end-to-end tests first, so the long ones start early and
-  the short unit tests fill the gaps at the end.
+- collection order puts SLURM, then one test that builds `tiny_run`, then the other end-to-end tests (those
+  that read `tiny_run` last), so the long ones start early and the short unit tests fill the gaps at the end.
 """
 
 from __future__ import annotations
@@ -203,9 +203,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if getattr(config.option, "loadgroup", False):
             _group_suffix(item)
 
+    first_tiny = next((item for item in items if "tiny_run" in item.fixturenames), None)
+
     def rank(item: pytest.Item) -> int:
+        """SLURM; one test that builds tiny_run (its worker builds it while the others start the end-to-end tests
+        that need no shared run); those; the others that read tiny_run; unit tests."""
         if item.get_closest_marker("slurm") or SLURM_GROUP in _groups(item):
             return 0
-        return 1 if item.get_closest_marker("e2e") else 2
+        if item is first_tiny:
+            return 1
+        if item.get_closest_marker("e2e"):
+            return 3 if "tiny_run" in item.fixturenames else 2
+        return 4
 
     items.sort(key=rank)  # stable: within a rank, the collection order
