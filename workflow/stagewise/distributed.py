@@ -265,6 +265,8 @@ def launch(step: str, inputs: dict, outputs: dict, params: dict, where: str) -> 
     host = "127.0.0.1" if mode == "local" else socket.gethostname()
     folder = Path(outputs["stage"]).parent.resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".launch-*.json"):  # left by a killed run of this stage
+        stale.unlink(missing_ok=True)
     spec_path = folder / f".launch-{os.getpid()}.json"
     spec_path.write_text(json.dumps({"step": step, "inputs": inputs, "outputs": outputs, "params": params, "world": world,
                                      "threads": threads, "host": host, "port": store.port, "device": training["device"]}))
