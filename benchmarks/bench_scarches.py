@@ -7,7 +7,7 @@
    trained on the source train split (validation: the source val split), `load_query_data` adds the
    query batches, the query model is trained on the target train split (validation: target val);
    same sizes and settings as the config (n_latent, hidden, dropout, NB, batch size, epochs, lr, KL
-   warm-up), scArches' recommended use_layer_norm="both", use_batch_norm="none", encode_covariates=True.
+   warm-up of each stage; scvi-tools' own Adam, eps 0.01), scArches' recommended use_layer_norm="both", use_batch_norm="none", encode_covariates=True.
 3. Every model's latent space of the 240 (large: 1,500) target test cells against the latent space of
    the source train split: kNN label transfer (stagewise.metrics.knn_hits, k = the config's
    evaluation.knn_k or 15), 95 % percentile bootstrap CIs over the same 1,000 resamples of the test
@@ -185,7 +185,7 @@ def scvi_worker(folder: Path, out: Path) -> None:
     found = {}
     found["scvi_untrained"] = {"hits": metrics.knn_hits(ref_latent, labels_ref, latent(query_model, query, test), labels_test, k),
                                "nll": nll(query_model, query, test)}
-    plan = {"lr": train["optimizer"]["lr"], "n_epochs_kl_warmup": warm, "weight_decay": 0.0}
+    plan = {"lr": train["optimizer"]["lr"], "n_epochs_kl_warmup": (train.get("loss") or {}).get("kl_warmup", 0), "weight_decay": 0.0}
     timed("query", query_model, epochs_query, q_tr, q_va)
     found["scvi_trained"] = {"hits": metrics.knn_hits(ref_latent, labels_ref, latent(query_model, query, test), labels_test, k),
                              "nll": nll(query_model, query, test)}
