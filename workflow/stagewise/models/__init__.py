@@ -85,10 +85,13 @@ def size_map(architecture: str, from_data: dict | None, covariates: bool) -> dic
     return {arg: size for arg, size in DEFAULT_SIZES.items() if arg in named and (size != "n_covariates" or covariates)}
 
 
-def data_sizes(feature_shape: tuple[int, ...], n_features: int, n_outputs: int, n_covariates: int) -> dict[str, int]:
-    """The sizes `model.from_data` can pass: features (N, F), sequences (N, L, C) or images (N, C, H, W)."""
+def data_sizes(feature_shape: tuple[int, ...], n_features: int, n_outputs: int, n_covariates: int,
+               n_labels: int | None = None) -> dict[str, int]:
+    """The sizes `model.from_data` can pass: features (N, F), sequences (N, L, C) or images (N, C, H, W); `n_labels`
+    defaults to the outputs (one per label), and differs for `counts` (outputs: genes)."""
     rank = len(feature_shape)
-    return {"n_features": n_features, "n_outputs": n_outputs, "n_labels": n_outputs, "n_covariates": n_covariates,
+    return {"n_features": n_features, "n_outputs": n_outputs, "n_labels": n_outputs if n_labels is None else n_labels,
+            "n_covariates": n_covariates,
             "sequence_length": feature_shape[0] if rank == 2 else 0,
             "n_channels": feature_shape[-1] if rank == 2 else feature_shape[0] if rank == 3 else 1}
 

@@ -232,7 +232,7 @@ def check(checkpoint_path: str, train_path: str, model_cfg: dict, pretrained: di
     categories = metadata_checks.categories(checks, old_cats, pretrained["new_categories"], data.categories, train_path, "architecture" in meta)
     start = {"feature_names": features} | ({"categories": categories} if categories else {})
     sizes = models.data_sizes(data.feature_shape, len(features), len(old_labels) if old_labels and head else n_out,
-                              sum(len(c) for c in categories.values()))
+                              sum(len(c) for c in categories.values()), None if per_label else len(data.label_names))
     model, derived = _model(checks, ckpt, model_cfg, pretrained, sizes, n_new, start)
     state, masks, counts = _transfer(checks, ckpt, model, start, derived, model_cfg, pretrained, old_cats, seed) if model else ({}, {}, {})
     if state and order and order != sorted(order):

@@ -26,7 +26,7 @@ def source_model(layout: hdf5.Layout, model_cfg: dict) -> dict:
     features, labels, categories = layout.feature_names, layout.label_names, layout.categories
     n_covariates = sum(len(names) for names in categories.values())
     n_outputs = tasks.out_features(model_cfg["task"], len(features), len(labels))
-    sizes = models.data_sizes(layout.feature_shape, len(features), n_outputs, n_covariates)
+    sizes = models.data_sizes(layout.feature_shape, len(features), n_outputs, n_covariates, len(labels))
     names = models.size_map(model_cfg["architecture"], model_cfg.get("from_data"), bool(n_covariates))
     meta = {"architecture": model_cfg["architecture"], "params": {**model_cfg["params"], **{a: sizes[n] for a, n in names.items()}},
             "interface": interface.Interface.from_dict(model_cfg).to_dict(), "task": model_cfg["task"],
