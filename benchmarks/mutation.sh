@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Mutation testing of stagewise's core modules over the fast tests (TESTING.md; not in CI: too slow).
+#
+#   pip install mutmut==3.8.1
+#   bash benchmarks/mutation.sh [FOLDER] [MODULE.py ...]     # default /tmp/stagewise-mutation, the core modules
+#
+# mutmut runs in a copy of the working tree (FOLDER/repo; the checkout is never edited), with the package
+# moved to src/stagewise: mutmut names a mutant after its file's module path and only knows the ./, src/ and
+# source/ layouts, while the tests import `stagewise`. Each mutant runs only the fast tests that reach the
+# mutated function (mutmut's per-function coverage), in one process each (-n 0). PYTHONPATH points at the
+# mutated copy so that subprocesses (tests/snakemake_params.py) import it too. Prints `mutmut results` (the
+# surviving mutants) and the counts; `cd FOLDER/repo && mutmut show NAME` shows a mutant's diff.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+FOLDER=${1:-/tmp/stagewise-mutation}
+shift || true
+MODULES=("$@")
+if [ ${#MODULES[@]} -eq 0 ]; then
+  MODULES=(config.py stages.py freezing.py checkpoints.py surgery.py bootstrap.py steps/report.py io/batches.py)
+fi
+TESTS="tests/test_promises.py tests/test_freezing.py tests/test_config.py tests/test_checkpoints.py tests/test_metrics.py
+tests/test_report.py tests/test_compatibility.py tests/test_streaming.py tests/test_training.py"
+
+rm -rf "$FOLDER"
+mkdir -p "$FOLDER/repo/src"
+tar -C "$REPO" --exclude=./.venv --exclude=./.git --exclude=./results --exclude=./build --exclude=./.snakemake \
+    --exclude=./mutants --exclude='*.egg-info' --exclude=__pycache__ --exclude=.pytest_cache -cf - . | tar -C "$FOLDER/repo" -xf -
+mv "$FOLDER/repo/workflow/stagewise" "$FOLDER/repo/src/stagewise"
+cd "$FOLDER/repo"
+{
+  echo "[mutmut]"
+  echo "source_paths = src/stagewise"
+  echo "only_mutate ="
+  for module in "${MODULES[@]}"; do echo "    src/stagewise/$module"; done
+  echo "also_copy ="
+  for path in Snakefile workflow/rules workflow/scripts workflow/schemas workflow/report config envs profiles .snakemake-workflow-catalog.yml; do
+    echo "    $path"
+  done
+  echo "pytest_add_cli_args ="
+  for arg in -n 0 -p no:cacheprovider -m "not e2e"; do echo "    $arg"; done
+  echo "pytest_add_cli_args_test_selection ="
+  for t in $TESTS; do echo "    $t"; done
+  echo "process_isolation = forkserver"
+  echo "use_git_change_detection = false"
+} > setup.cfg
+export PYTHONPATH="$FOLDER/repo/mutants/src" PYTHONDONTWRITEBYTECODE=1
+start=$(date +%s)
+mutmut run --max-children 2 || true
+mutmut results --all true > "$FOLDER/results.txt" 2>&1 || mutmut results > "$FOLDER/results.txt" 2>&1 || true
+echo "mutmut run: $(( $(date +%s) - start )) s; results in $FOLDER/results.txt"
+python - "$FOLDER/results.txt" <<'EOF'
+import collections, sys
+counts = collections.Counter(line.rsplit(":", 1)[1].strip() for line in open(sys.argv[1]) if ":" in line and "__mutmut_" in line)
+print(dict(counts))
+EOF
