@@ -11,6 +11,7 @@ import copy
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -145,7 +146,8 @@ def test_compatibility_failure_submits_no_job(e2e, tmp_path):
 
 @pytest.fixture(scope="session")
 def long_stage(e2e, tmp_path_factory):
-    """A config whose second stage trains long enough to be cancelled, and its local run."""
+    """A config whose second stage trains long enough to be cancelled, and its local run (started here,
+    waited for by calling the second item)."""
     config = copy.deepcopy(CONFIG)
     config["pretrained"] = {"checkpoint": str(e2e["workdir"] / "results" / "pretrain" / "model.pt"), "head": {"module": "head"}}
     config["data"]["target"]["train_per_class"] = None
@@ -153,10 +155,29 @@ def long_stage(e2e, tmp_path_factory):
     config["evaluation"] = {"baselines": []}
     local = tmp_path_factory.mktemp("slurm_local")
     write_config(local, config)
+    # The local run goes on in the background while the test drives SLURM; `finished()` waits for it.
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(local),
+           "--configfile", str(local / "config.yaml"), "--cores", "2"]
+    log = tmp_path_factory.mktemp("slurm_local_log") / "snakemake.log"
     t0 = time.monotonic()
-    snakemake(local, "--cores", "2")
-    print(f"\nlocal run of the long-stage config: {time.monotonic() - t0:.1f} s")
-    return config, local
+    with open(log, "w") as out:
+        proc = subprocess.Popen(["timeout", "-k", "10", str(TIMEOUT), *cmd], cwd=REPO, env={**os.environ, "PYTHONHASHSEED": "0"},
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def finished() -> Path:
+        proc.wait(timeout=TIMEOUT + 20)
+        out = log.read_text(errors="replace")
+        assert proc.returncode not in (124, 137), f"timed out after {TIMEOUT} s: {cmd}\n{out[-4000:]}"
+        assert proc.returncode == 0, f"failed ({proc.returncode}): {cmd}\n{out[-6000:]}"
+        print(f"\nlocal run of the long-stage config: {time.monotonic() - t0:.1f} s (in the background)")
+        return local
+
+    try:
+        yield config, finished
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def wait_for(condition, what: str, timeout: float = 300):
@@ -169,7 +190,7 @@ def wait_for(condition, what: str, timeout: float = 300):
 
 @pytest.mark.slurm
 def test_cancelled_stage_fails_clearly_and_rerun_matches_local(long_stage, tmp_path):
-    config, local = long_stage
+    config, local_run = long_stage
     write_config(tmp_path, config)
     cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--directory", str(tmp_path),
            "--configfile", str(tmp_path / "config.yaml"), *OVERRIDES]
@@ -195,6 +216,7 @@ def test_cancelled_stage_fails_clearly_and_rerun_matches_local(long_stage, tmp_p
     before = last_job_id()
     run([*cmd, "--rerun-incomplete"], REPO)
     assert comments(sacct(before)) == ["evaluate_wildcards_long_stages_1_all", "finetune_wildcards_long_1_all"]
+    local = local_run()
     assert metrics(tmp_path) == metrics(local)
     best = "results/long/stages/1_all/model_best.pt"
     ours, theirs = (torch.load(w / best, weights_only=True)["state_dict"] for w in (tmp_path, local))
