@@ -6,15 +6,14 @@ import copy
 import hashlib
 import importlib.metadata
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY, complete_run
-from test_reruns import STAGES, TRAINED, copy_run, planned
+from conftest import REPO, TINY, complete_run, copy_run, shared_folder
+from test_reruns import STAGES, TRAINED, planned
 
 from stagewise.models import source
 
@@ -30,12 +29,14 @@ def _plugin_config() -> dict:
     return config
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def plugin_run(tmp_path_factory) -> Path:
-    """A complete run of the tiny config with a plug-in class from a module next to the config."""
-    workdir = tmp_path_factory.mktemp("plugin_run")
-    (workdir / "lab_models.py").write_text(PLUGIN)
-    return complete_run(workdir, _plugin_config())
+    """A complete run of the tiny config with a plug-in class from a module next to the config (read-only)."""
+    def build(folder: Path) -> None:
+        (folder / "lab_models.py").write_text(PLUGIN)
+        complete_run(folder, _plugin_config())
+
+    return shared_folder(tmp_path_factory, "plugin_run", build)
 
 
 @pytest.mark.e2e
