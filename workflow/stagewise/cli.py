@@ -18,10 +18,10 @@ from .errors import StagewiseError
 def _check(args: argparse.Namespace) -> int:
     """Read the target data (no split), check the checkpoint against it, validate every stage; print the report.
     Without a checkpoint, the model `pretrain` would build from data.source (random weights) stands in for it."""
+    cfg = sw_config.load(args.config, files=True)  # a bad config fails before torch is imported
     from . import checkpoints, stages
     from .steps import compatibility, prepare, pretrain
 
-    cfg = sw_config.load(args.config, files=True)
     task, checkpoint, problems = cfg["model"]["task"], cfg["pretrained"]["checkpoint"], []
     with tempfile.TemporaryDirectory() as tmp:
         def read(name: str) -> str:
