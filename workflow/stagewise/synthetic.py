@@ -152,7 +152,7 @@ def write_digit_images(folder: Path, rows: range, label_of, size: int = 32) -> N
 
 
 def expression_counts(n: int, batches: list[str], genes: int = 200, cell_types: int = 5, seed: int = 0,
-                      batch_seed: int | None = None) -> dict:
+                      batch_seed: int | None = None, markers: int = 12, library: float = 1500.0) -> dict:
     """Negative-binomial counts of `cell_types` expression programs, each batch with its own gene-wise effect.
 
     The programs depend on `seed` only, so files generated with the same seed share cell types;
@@ -161,9 +161,9 @@ def expression_counts(n: int, batches: list[str], genes: int = 200, cell_types: 
     """
     programs = np.random.default_rng([seed, 0])
     base = programs.normal(0.0, 1.0, genes)
-    markers = np.zeros((cell_types, genes))
+    n_markers, markers = markers, np.zeros((cell_types, genes))
     for t in range(cell_types):
-        markers[t, programs.choice(genes, 12, replace=False)] = programs.uniform(0.4, 1.0, 12)
+        markers[t, programs.choice(genes, n_markers, replace=False)] = programs.uniform(0.4, 1.0, n_markers)
     theta = programs.lognormal(np.log(5.0), 0.3, genes)
     rng = np.random.default_rng([seed, 1 if batch_seed is None else batch_seed])
     types = rng.integers(0, cell_types, n)
@@ -173,20 +173,21 @@ def expression_counts(n: int, batches: list[str], genes: int = 200, cell_types: 
     logits = base + markers[types] + effects[batch]
     share = np.exp(logits - logits.max(1, keepdims=True))
     share /= share.sum(1, keepdims=True)
-    library = rng.lognormal(np.log(1500.0), 0.3, n)[:, None]
+    library = rng.lognormal(np.log(library), 0.3, n)[:, None]
     mean = share * library
     counts = rng.poisson(rng.gamma(theta, mean / theta)).astype(np.float32)
     return {"X": counts, "cell_type": np.array([f"type_{t}" for t in types]), "batch": np.array(batches)[batch],
             "genes": [f"gene_{g:03d}" for g in range(genes)]}
 
 
-def write_counts(path: Path, n: int, batches: list[str], seed: int = 0, batch_seed: int | None = None, genes: int = 200) -> None:
+def write_counts(path: Path, n: int, batches: list[str], seed: int = 0, batch_seed: int | None = None, genes: int = 200,
+                 **options) -> None:
     """An AnnData .h5ad: sparse counts in X, obs columns cell_type and batch, genes as var_names."""
     import anndata
     import pandas as pd
     import scipy.sparse as sp
 
-    data = expression_counts(n, batches, genes=genes, seed=seed, batch_seed=batch_seed)
+    data = expression_counts(n, batches, genes=genes, seed=seed, batch_seed=batch_seed, **options)
     obs = pd.DataFrame({"cell_type": pd.Categorical(data["cell_type"]), "batch": pd.Categorical(data["batch"])},
                        index=[f"{path.stem}_{i}" for i in range(n)])
     adata = anndata.AnnData(sp.csr_matrix(data["X"]), obs=obs, var=pd.DataFrame(index=data["genes"]))
@@ -271,9 +272,11 @@ def _preffect_files(folder: Path) -> None:
 
 
 def _scarches_files(folder: Path, reference: int = 3000, query: int = 800, genes: int = 200) -> None:
-    """The scarches example's atlas and query (benchmarks/bench_scarches.py --large: 20,000, 5,000 and 2,000 genes)."""
-    write_counts(folder / "reference.h5ad", reference, ["ref_1", "ref_2", "ref_3"], batch_seed=1, genes=genes)
-    write_counts(folder / "query.h5ad", query, ["query_1", "query_2"], batch_seed=2, genes=genes)
+    """The scarches example's atlas and query (benchmarks/bench_scarches.py --large: 20,000, 5,000 and 2,000 genes;
+    marker genes and library size grow with the genes, so a cell type stands out as much as in the 200)."""
+    scale = dict(markers=12 * genes // 200, library=1500.0 * genes / 200)
+    write_counts(folder / "reference.h5ad", reference, ["ref_1", "ref_2", "ref_3"], batch_seed=1, genes=genes, **scale)
+    write_counts(folder / "query.h5ad", query, ["query_1", "query_2"], batch_seed=2, genes=genes, **scale)
 
 
 EXAMPLE_DATA = {"openspliceai": _splice_files, "dnnbrain": _dnnbrain_files, "preffect": _preffect_files, "scarches": _scarches_files,
