@@ -17,6 +17,10 @@
 
     python benchmarks/bench_scarches.py [--large] [--cores 2] [--set model.params.use_layer_norm=both ...]
         [--keep DIR] [--no-scvi]
+    python benchmarks/bench_scarches.py --epoch-cpu DIR     # only step 4, on a finished --keep DIR
+
+4. Query training's CPU seconds per epoch, both systems in one process, interleaved (3 rounds of
+   5 epochs): on a shared machine the per-epoch wall times of step 1 and 2 are minutes apart.
 
 Peak memory: stagewise's from Snakemake's benchmark files (max_rss of the pretrain and finetune
 jobs), scvi-tools' the child process's peak RSS after reference and after query training.
@@ -194,10 +198,80 @@ def scvi_worker(folder: Path, out: Path) -> None:
     out.write_text(json.dumps(record | {"scvi_version": scvi.__version__, "k": k}))
 
 
+def epoch_cpu(folder: Path, epochs: int = 5, rounds: int = 3) -> dict:
+    """CPU seconds per epoch of the query training alone, both systems in this one process, interleaved:
+    stagewise's surgery stage (`training.fit` on the start model, the stage's config, as the finetune job)
+    and scvi-tools' query training (on a reference trained 1 epoch: the weights do not change the cost)."""
+    import logging
+    import warnings
+
+    import anndata
+    import torch
+
+    from stagewise import checkpoints, config, freezing, resources, training
+    from stagewise.io.batches import Batches
+
+    raw = sum(f.stat().st_size for f in (folder / "data").iterdir())
+    torch.set_num_threads(resources.threads(raw))
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "scvi"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import scvi
+
+    cfg = config.load(folder / "config.yaml")
+    stage = config.stage_config(cfg, "surgery", 0)
+    stage["training"]["epochs"] = epochs
+    results = folder / "results"
+    split = {f"target_{s}": ids(results / "data/target" / f"{s}.h5") for s in ("train", "val")}
+    ref_ids = ids(results / "data/source/train.h5")
+    reference = anndata.read_h5ad(folder / cfg["data"]["source"]["train"])[ref_ids].copy()
+    query = anndata.read_h5ad(folder / cfg["data"]["target"]["train"])[split["target_train"] + split["target_val"]].copy()
+    for a in (reference, query):
+        a.X = a.X.toarray() if hasattr(a.X, "toarray") else a.X
+    scvi.settings.seed = SEED
+    scvi.model.SCVI.setup_anndata(reference, batch_key="batch")
+    params, common = cfg["model"]["params"], dict(accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
+                                                   logger=False, enable_checkpointing=False, batch_size=cfg["training"]["batch_size"])
+    ref_model = scvi.model.SCVI(reference, n_latent=params["n_latent"], n_hidden=params["hidden"][0], n_layers=len(params["hidden"]),
+                                dropout_rate=params["dropout"], gene_likelihood="nb", use_layer_norm="both", use_batch_norm="none",
+                                encode_covariates=True)
+    ref_model.train(max_epochs=1, **common)
+    n_tr, n_va = len(split["target_train"]), len(split["target_val"])
+    times: dict[str, list[float]] = {"stagewise": [], "scvi-tools": []}
+    for _ in range(rounds):
+        start = checkpoints.load(results / "start/model.pt")
+        model = checkpoints.build_model(start)
+        masks = freezing.entry_masks(model, start.meta.get("new_parameter_masks") or {})
+        selection = freezing.select(model, stage["policy"], start.meta.get("new_parameters", []), masks, "timing")
+        kwargs = dict(feature_names=start.meta["feature_names"], categories=start.meta.get("categories"))
+        train = Batches(str(results / "data/target/train.h5"), stage["training"]["batch_size"], shuffle=True, seed=0, **kwargs)
+        val = Batches(str(results / "data/target/val.h5"), stage["training"]["batch_size"], **kwargs)
+        c = time.process_time()
+        training.fit(model, train, val, stage["training"], selection, "timing", start.meta.get("categories"), None, "counts")
+        times["stagewise"].append((time.process_time() - c) / epochs)
+        train.close()
+        val.close()
+        q = scvi.model.SCVI.load_query_data(query.copy(), ref_model, accelerator="cpu")
+        c = time.process_time()
+        q.train(max_epochs=epochs, plan_kwargs={"lr": 1e-3, "weight_decay": 0.0}, early_stopping=False,
+                datasplitter_kwargs={"external_indexing": [np.arange(n_tr), np.arange(n_tr, n_tr + n_va), np.array([], dtype=int)]},
+                **common)
+        times["scvi-tools"].append((time.process_time() - c) / epochs)
+    return times
+
+
 def bootstrap(hits: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
     n = len(next(iter(hits.values())))
     idx = np.random.default_rng(SEED).integers(0, n, (RESAMPLES, n))
     return {name: tuple(np.percentile(h[idx].mean(1), [2.5, 97.5])) for name, h in hits.items()}
+
+
+def print_epoch_cpu(folder: Path) -> None:
+    times = epoch_cpu(folder)
+    ratios = [a / b for a, b in zip(times["stagewise"], times["scvi-tools"])]
+    print("query training, CPU s per epoch (5 epochs, 3 interleaved rounds, one process): " + "; ".join(
+        f"{name} {' '.join(f'{t:.3f}' for t in values)}" for name, values in times.items())
+        + f"; stagewise / scvi-tools median {np.median(ratios):.2f}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -209,9 +283,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-scvi", action="store_true", help="stagewise only")
     parser.add_argument("--scvi-worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--epoch-cpu", type=Path, metavar="DIR", help="only the per-epoch CPU timing, on a finished --keep DIR")
     args = parser.parse_args(argv)
     if args.scvi_worker:
         return scvi_worker(args.scvi_worker, args.out)
+    if args.epoch_cpu:
+        return print_epoch_cpu(args.epoch_cpu)
     import yaml
 
     from stagewise import cli, synthetic
@@ -293,6 +370,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"best stagewise ({best_sw}) − best scvi-tools ({best_scvi}): "
               f"{models[best_sw]['hits'].mean() - models[best_scvi]['hits'].mean():+.3f} (paired 95 % CI {lo:+.3f} to {hi:+.3f})")
     print(f"stagewise workflow: {workflow['jobs']} jobs, {workflow['wall']:.1f} s wall, {workflow['cpu']:.1f} s CPU (all jobs)")
+    if scvi:
+        done = subprocess.run([sys.executable, __file__, "--epoch-cpu", str(folder)], capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        print(done.stdout.strip().splitlines()[-1] if done.returncode == 0 else f"epoch timing failed:\n{done.stderr[-3000:]}")
 
 
 if __name__ == "__main__":
