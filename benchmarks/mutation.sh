@@ -37,13 +37,22 @@ cd "$FOLDER/repo"
     echo "    $path"
   done
   echo "pytest_add_cli_args ="
-  for arg in -n 0 -p no:cacheprovider -m "not e2e"; do echo "    $arg"; done
+  # deselected: tests whose subprocess (the `stagewise` CLI, snakemake) runs in another folder, where mutmut's
+  # coverage pass (MUTANT_UNDER_TEST=stats, inherited) finds no mutmut config and fails; one asserts which
+  # modules `stagewise check` imports, and the trampolines import more
+  for arg in -n 0 -p no:cacheprovider -m "not e2e" \
+      --deselect tests/test_compatibility.py::test_cli_check_costs_a_load_not_a_training_start \
+      --deselect tests/test_compatibility.py::test_cli_check_exit_codes \
+      --deselect tests/test_streaming.py::test_evaluate_and_validation_stream_the_split_never_reading_it_whole; do
+    echo "    $arg"
+  done
   echo "pytest_add_cli_args_test_selection ="
   for t in $TESTS; do echo "    $t"; done
-  echo "process_isolation = forkserver"
+  echo "process_isolation = fork"
   echo "use_git_change_detection = false"
 } > setup.cfg
-export PYTHONPATH="$FOLDER/repo/mutants/src" PYTHONDONTWRITEBYTECODE=1
+# one torch/OpenMP thread: each mutant's process is forked from one that already ran torch
+export PYTHONPATH="$FOLDER/repo/mutants/src" PYTHONDONTWRITEBYTECODE=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 start=$(date +%s)
 mutmut run --max-children 2 || true
 mutmut results --all true > "$FOLDER/results.txt" 2>&1 || mutmut results > "$FOLDER/results.txt" 2>&1 || true
