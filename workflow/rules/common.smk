@@ -7,14 +7,16 @@ from snakemake.exceptions import WorkflowError
 # The files this run's config came from: the --configfile files (they replace the Snakefile's),
 # else config/config.yaml. Snakemake has parsed them already; they are read again to refuse a
 # duplicate key and to name the file and line of each error.
-_AS_MODULE = workflow.modifier.namespace is not None  # `module stagewise:` in the user's Snakefile
-_CONFIG_FILES = [str(path) for path in (workflow.overwrite_configfiles or workflow.configfiles)]
+# `module stagewise:` in the user's Snakefile
+_AS_MODULE = workflow.modifier.namespace is not None
+_CONFIG_FILES = list(map(str, workflow.overwrite_configfiles or workflow.configfiles))
 _CONFIG_SOURCE = " + ".join(_CONFIG_FILES) or "config"
 if workflow.config_settings.config:
     _CONFIG_SOURCE += " with --config overrides"
 try:
     _config_lines = [sw_config.read(path)[1] for path in _CONFIG_FILES]
-    _config_lines = _config_lines[0] if _config_lines and _CONFIG_SOURCE == _CONFIG_FILES[0] else None
+    _one_file = _config_lines and _CONFIG_SOURCE == _CONFIG_FILES[0]
+    _config_lines = _config_lines[0] if _one_file else None
     _validated = sw_config.validate(config, source=_CONFIG_SOURCE, lines=_config_lines)
     # every file the config names exists: a missing one must not pass for "Nothing to be done" on
     # old results. Used as a module, the user's own rules may make them: checked with the DAG.
@@ -56,7 +58,7 @@ def check_config_files():
                 config,
                 _CONFIG_SOURCE,
                 _config_lines,
-                made=lambda path: any(rule.is_producer(path) for rule in workflow.rules),
+                made=lambda path: any(r.is_producer(path) for r in workflow.rules),
             )
         except StagewiseError as error:
             raise WorkflowError(str(error)) from None
@@ -87,7 +89,9 @@ def get_plugin_source():
     if not _PLUGIN:  # torch is imported for plug-ins only, once
         from stagewise.models import source
 
-        _PLUGIN.append(sw_config.canonical(source.describe(config["model"]["architecture"])))
+        _PLUGIN.append(
+            sw_config.canonical(source.describe(config["model"]["architecture"]))
+        )
     return _PLUGIN[0]
 
 
@@ -151,9 +155,13 @@ def get_knn_reference():
     evaluation.knn_reference, by default the source data when there is one."""
     if config["model"]["task"] != "counts":
         return []
-    dataset = config["evaluation"].get("knn_reference") or ("source" if "source" in config["data"] else "target")
+    dataset = config["evaluation"].get("knn_reference") or (
+        "source" if "source" in config["data"] else "target"
+    )
     if dataset not in config["data"]:
-        raise StagewiseError(f"evaluation.knn_reference: {dataset}, but the config has no data.{dataset}")
+        raise StagewiseError(
+            f"evaluation.knn_reference: {dataset}, but the config has no data.{dataset}"
+        )
     return f"results/data/{dataset}/train.h5"
 
 
@@ -259,18 +267,38 @@ def get_eval_runtime(wildcards, input):
 # Training rules ask for what the stage's processes need: `training.devices` per node × `training.nodes`
 # (stagewise.resources.slurm_layout; README "Several GPUs or nodes"). Values None leave a resource unset.
 def _training_layout(get_params, key):
-    return lambda wildcards: sw_resources.slurm_layout(get_params(wildcards)["training"], THREADS).get(key)
+    def layout(wildcards):
+        training = get_params(wildcards)["training"]
+        return sw_resources.slurm_layout(training, THREADS).get(key)
+
+    return layout
 
 
 def training_threads(get_params):
-    return lambda wildcards: sw_resources.stage_threads(THREADS, get_params(wildcards)["training"])
+    def threads(wildcards):
+        return sw_resources.stage_threads(THREADS, get_params(wildcards)["training"])
+
+    return threads
 
 
 def training_mem_mb(get_params):
-    return lambda wildcards, input: sw_resources.stage_mem_mb(input.summary, get_params(wildcards)["training"])
+    def mem_mb(wildcards, input):
+        training = get_params(wildcards)["training"]
+        return sw_resources.stage_mem_mb(input.summary, training)
+
+    return mem_mb
 
 
 def training_resources(get_params):
     """The SLURM layout resources of a training rule whose stage config `get_params(wildcards)` returns."""
-    keys = ["gpu", "mpi", "nodes", "tasks_per_node", "tasks", "tasks_per_gpu", "cpus_per_task", "gres"]
+    keys = [
+        "gpu",
+        "mpi",
+        "nodes",
+        "tasks_per_node",
+        "tasks",
+        "tasks_per_gpu",
+        "cpus_per_task",
+        "gres",
+    ]
     return {key: _training_layout(get_params, key) for key in keys}

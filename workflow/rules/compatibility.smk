@@ -16,9 +16,9 @@ rule pretrain:
         "../../envs/stagewise.yaml"
     threads: training_threads(get_pretrain_params)
     resources:
+        **training_resources(get_pretrain_params),
         mem_mb=training_mem_mb(get_pretrain_params),
         runtime=get_pretrain_runtime,
-        **training_resources(get_pretrain_params),
     params:
         stage=get_pretrain_params,
         model=config["model"],

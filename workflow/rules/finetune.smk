@@ -17,9 +17,9 @@ rule finetune:
         "../../envs/stagewise.yaml"
     threads: training_threads(get_stage_params)
     resources:
+        **training_resources(get_stage_params),
         mem_mb=training_mem_mb(get_stage_params),
         runtime=get_stage_runtime,
-        **training_resources(get_stage_params),
     params:
         stage=get_stage_params,
         init="parent",
@@ -48,9 +48,9 @@ rule train_scratch:
         "../../envs/stagewise.yaml"
     threads: training_threads(get_scratch_params)
     resources:
+        **training_resources(get_scratch_params),
         mem_mb=training_mem_mb(get_scratch_params),
         runtime=get_scratch_runtime,
-        **training_resources(get_scratch_params),
     params:
         stage=get_scratch_params,
         init="random",
