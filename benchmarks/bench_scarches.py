@@ -198,7 +198,7 @@ def scvi_worker(folder: Path, out: Path) -> None:
     out.write_text(json.dumps(record | {"scvi_version": scvi.__version__, "k": k}))
 
 
-def epoch_cpu(folder: Path, epochs: int = 5, rounds: int = 3) -> dict:
+def epoch_cpu(folder: Path, epochs: int = 5, rounds: int = 3, threads: int | None = None) -> dict:
     """CPU seconds per epoch of the query training alone, both systems in this one process, interleaved:
     stagewise's surgery stage (`training.fit` on the start model, the stage's config, as the finetune job)
     and scvi-tools' query training (on a reference trained 1 epoch: the weights do not change the cost)."""
@@ -212,7 +212,7 @@ def epoch_cpu(folder: Path, epochs: int = 5, rounds: int = 3) -> dict:
     from stagewise.io.batches import Batches
 
     raw = sum(f.stat().st_size for f in (folder / "data").iterdir())
-    torch.set_num_threads(resources.threads(raw))
+    torch.set_num_threads(threads or resources.threads(raw))
     warnings.filterwarnings("ignore")
     for name in ("lightning", "lightning.pytorch", "scvi"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -266,8 +266,8 @@ def bootstrap(hits: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
     return {name: tuple(np.percentile(h[idx].mean(1), [2.5, 97.5])) for name, h in hits.items()}
 
 
-def print_epoch_cpu(folder: Path) -> None:
-    times = epoch_cpu(folder)
+def print_epoch_cpu(folder: Path, threads: int | None = None) -> None:
+    times = epoch_cpu(folder, threads=threads)
     ratios = [a / b for a, b in zip(times["stagewise"], times["scvi-tools"])]
     print("query training, CPU s per epoch (5 epochs, 3 interleaved rounds, one process): " + "; ".join(
         f"{name} {' '.join(f'{t:.3f}' for t in values)}" for name, values in times.items())
@@ -284,11 +284,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scvi-worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--epoch-cpu", type=Path, metavar="DIR", help="only the per-epoch CPU timing, on a finished --keep DIR")
+    parser.add_argument("--threads", type=int, help="torch threads of --epoch-cpu (default: stagewise's for the data)")
     args = parser.parse_args(argv)
     if args.scvi_worker:
         return scvi_worker(args.scvi_worker, args.out)
     if args.epoch_cpu:
-        return print_epoch_cpu(args.epoch_cpu)
+        return print_epoch_cpu(args.epoch_cpu, args.threads)
     import yaml
 
     from stagewise import cli, synthetic
