@@ -55,6 +55,9 @@ cd "$FOLDER/repo"
 } > setup.cfg
 # one torch/OpenMP thread: each mutant's process is forked from one that already ran torch
 export PYTHONPATH="$FOLDER/repo/mutants/src" PYTHONDONTWRITEBYTECODE=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+# made before Python starts: a PYTHONPATH folder missing at the first import is cached as absent, and the
+# tests would then import the unmutated package of the editable install (and mutmut find no test per mutant)
+mkdir -p mutants/src
 start=$(date +%s)
 mutmut run --max-children 2 || true
 mutmut results --all true > "$FOLDER/results.txt" 2>&1 || mutmut results > "$FOLDER/results.txt" 2>&1 || true

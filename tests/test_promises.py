@@ -314,3 +314,27 @@ def test_train_per_class_sampling_is_seeded_byte_for_byte(tmp_path):
     picked = {seed: _per_class(pool, codes, 5, seed) for seed in (3, 4)}
     assert np.array_equal(_per_class(pool, codes, 5, 3), picked[3]) and not np.array_equal(picked[3], picked[4])
     assert np.bincount(codes[picked[3]]).tolist() == [5, 5, 5] and set(picked[3]) <= set(pool)
+
+
+# --- freezing: edges that mutation testing found untested (TESTING.md) ---------------------------
+
+
+def test_freeze_policy_edges_and_the_whole_audit():
+    from test_freezing import mlp
+
+    from stagewise.errors import StagewiseError
+
+    model = mlp()  # 6 -> 8 -> 4 -> 2: encoder.0 72 entries, encoder.1 44, head 10
+    first = freezing.entry_masks(model, {"encoder.0.linear.weight": [[0, 2]]})["encoder.0.linear.weight"]
+    assert first[:, :2].all() and not first[:, 2:].any()  # a range may start at column 0
+    every = {n for n, _ in model.named_parameters()}
+    assert freezing.select(model, {"unfreeze_last": 2}, [], {}, "s").names == every  # as many blocks as there are
+    with pytest.raises(StagewiseError, match=r"^stage: nothing trains"):
+        freezing.select(model, {"train": ["head"], "freeze": ["head"]}, [], {}, "stage")
+    freezing.set_trainable(model, freezing.select(model, {"train": ["head"]}, [], {}, "s").names)
+    freezing.set_train_mode(model)
+    assert freezing.audit(model) == {
+        "trainable": 10, "frozen": 116, "partial": {},
+        "modules": {"encoder.0": {"trainable": 0, "frozen": 72}, "encoder.1": {"trainable": 0, "frozen": 44},
+                    "head": {"trainable": 10, "frozen": 0}},
+        "modes": {"encoder.0.norm": "eval", "encoder.0.dropout": "eval", "encoder.1.norm": "eval", "encoder.1.dropout": "eval"}}
