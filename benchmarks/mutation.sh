@@ -10,8 +10,7 @@
 # mutated function (mutmut's per-function coverage), in one process each (-n 0). PYTHONPATH points at the
 # mutated copy so that subprocesses (tests/snakemake_params.py) import it too. Prints `mutmut results` (the
 # surviving mutants) and the counts; `cd FOLDER/repo && mutmut show NAME` shows a mutant's diff.
-# Status (TESTING.md): mutmut 3.8.1 generates the mutants and passes its coverage pass here, then finds no test
-# per mutated function, so no score yet.
+# Last run (TESTING.md): 3242 mutants, 67 % killed, 1065 s.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 FOLDER=${1:-/tmp/stagewise-mutation}
