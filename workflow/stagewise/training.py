@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import os
 import sys
 import time
@@ -19,7 +18,7 @@ from tqdm import tqdm
 
 from . import distributed, freezing, metric_names, optim
 from .errors import StagewiseError
-from .io.batches import Batches, one_hot
+from .io.batches import Batches, batch_bounds, one_hot
 from .io.hdf5 import Split
 from .models import tasks
 
@@ -102,12 +101,13 @@ def _resident(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor
     return tensor.to(device)
 
 
-def _batches(data: tuple, order: torch.Tensor, batch_size: int, device: torch.device, rank: int = 0, world: int = 1) -> Iterator[tuple]:
-    """(x, covariates or None, y) batches in `order`: one whole-batch gather per tensor, then to `device`
+def _batches(data: tuple, order: torch.Tensor, bounds: list[tuple[int, int]], device: torch.device, rank: int = 0,
+             world: int = 1) -> Iterator[tuple]:
+    """(x, covariates or None, y) batches of `order` cut at `bounds`: one whole-batch gather per tensor, then to `device`
     (of a data-parallel stage: rank `rank`'s part of each batch, as `Batches.shard` cuts it)."""
     order = order.to(data[0].device)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    for start, stop in bounds:
+        idx = order[start:stop]
         if world > 1:
             idx = idx[distributed.shard(len(idx), rank, world)]
         yield tuple(None if t is None else t[idx].to(device, non_blocking=True) for t in data)
@@ -177,7 +177,8 @@ def fit(model: nn.Module, train: Split | Batches, val: Split | Batches | None, t
     streamed = isinstance(train, Batches)  # a prepared file read block by block (io.batches), else a Split in RAM
     data = None if streamed else tuple(_resident(t, device) for t in (torch.from_numpy(train.X), covariate_inputs(train, categories), torch.from_numpy(train.y)))
     n, batch_size, epochs = len(train.y), training["batch_size"], training["epochs"]
-    n_batches = math.ceil(n / batch_size)
+    bounds = batch_bounds(n, batch_size, training=True)  # as `Batches` serves a training epoch
+    n_batches = len(bounds)
     optimizer = optim.build_optimizer(model, selection.names, training, where)
     schedule = optim.Schedule(optimizer, training["scheduler"], epochs, n_batches, where)
     n_classes = len(train.label_names) or int(train.y.max()) + 1
@@ -189,7 +190,7 @@ def fit(model: nn.Module, train: Split | Batches, val: Split | Batches | None, t
     metric_names.check_monitor(task, stop["monitor"], where, train.label_names)
     mode = stop["mode"] if stop["mode"] != "auto" else ("max" if metric_names.higher_is_better(stop["monitor"]) else "min")
     generator = torch.Generator().manual_seed(training["seed"])
-    sizes = torch.tensor([min(batch_size, n - s) for s in range(0, n, batch_size)], dtype=torch.float64)
+    sizes = torch.tensor([stop - start for start, stop in bounds], dtype=torch.float64)
     writer = _tensorboard(tensorboard) if training.get("tensorboard") and ctx.main else None
     result = Result(best_state={}, last_state={})
     best, waited = None, 0
@@ -206,7 +207,7 @@ def fit(model: nn.Module, train: Split | Batches, val: Split | Batches | None, t
         freezing.set_train_mode(model)
         batch_losses = torch.empty(n_batches, device=device)
         order = torch.randperm(n, generator=generator)
-        batches = train.epoch(epoch, device) if streamed else _batches(data, order, batch_size, device, ctx.rank, ctx.world)
+        batches = train.epoch(epoch, device) if streamed else _batches(data, order, bounds, device, ctx.rank, ctx.world)
         for b, (xb, cb, yb) in enumerate(batches):
             optimizer.zero_grad(set_to_none=True)
             if ctx.world == 1:

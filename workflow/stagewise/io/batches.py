@@ -36,6 +36,15 @@ def one_hot(codes: dict[str, np.ndarray], own: dict[str, list[str]], categories:
     return np.concatenate(parts, axis=1)
 
 
+def batch_bounds(n: int, batch_size: int, training: bool) -> list[tuple[int, int]]:
+    """(start, stop) of each batch over `n` rows; in training, a last batch of a single sample joins the batch before
+    it (BatchNorm cannot train on one sample)."""
+    bounds = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    if training and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
 def _join(first: tuple, second: tuple) -> tuple:
     """Two runs of rows `(X, y, covariates)` as one."""
     return (np.concatenate([first[0], second[0]]), np.concatenate([first[1], second[1]]),
@@ -86,8 +95,7 @@ class Batches:
         return np.array([position.get(f, -1) for f in feature_names])
 
     def __len__(self) -> int:
-        full, rest = divmod(self.n, self.batch_size)
-        return full + (rest > 0) - (self.shuffle and rest == 1 and full > 0 and self.batch_size > 1)  # see `epoch`
+        return len(batch_bounds(self.n, self.batch_size, self.shuffle))
 
     def _rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         if self._ram is None:
