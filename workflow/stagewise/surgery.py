@@ -5,13 +5,10 @@ Pure functions on names, shapes and tensors; `steps.compatibility` turns their f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
-from .errors import StagewiseError
-from .io.hdf5 import Split
 
 
 def feature_diff(expected: list[str], found: list[str]) -> dict:
@@ -21,21 +18,6 @@ def feature_diff(expected: list[str], found: list[str]) -> dict:
     in_order = [f for f in expected if f in found_set]
     return {"missing": [f for f in expected if f not in found_set], "extra": [f for f in found if f not in expected_set],
             "out_of_order": [a for a, b in zip(common, in_order) if a != b]}
-
-
-def align(split: Split, feature_names: list[str], fill: list[str] | tuple = ()) -> Split:
-    """`split` with its feature columns in the model's order: extra columns dropped, `fill` names zero-filled."""
-    if split.feature_names == feature_names:
-        return split
-    position = {name: i for i, name in enumerate(split.feature_names)}
-    absent = [name for name in feature_names if name not in position and name not in set(fill)]
-    if absent:
-        raise StagewiseError(f"{len(absent)} features the model expects are not in the data (first: {absent[:5]}); "
-                             "set pretrained.features: pad to zero-fill them, and rerun check_compatibility")
-    kept = [(j, position[name]) for j, name in enumerate(feature_names) if name in position]
-    X = np.zeros((len(split.X), len(feature_names), *split.X.shape[2:]), dtype=split.X.dtype)
-    X[:, [j for j, _ in kept]] = split.X[:, [i for _, i in kept]]
-    return replace(split, X=X, feature_names=list(feature_names))
 
 
 def under(key: str, module: str) -> bool:
