@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import StagewiseError
+from ..metadata_checks import first
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # head layers stagewise can rebuild with another output count
 RETURNS = ("logits", "probabilities", "log_probabilities")
@@ -64,7 +65,7 @@ class Interface:
         where = "model.blocks/model.head (or the class's block_names/head_name)"
         for name in [*blocks, head]:
             if name not in modules:
-                raise StagewiseError(f"{where}: {architecture} has no submodule {name!r}; its modules: {_first(modules)}")
+                raise StagewiseError(f"{where}: {architecture} has no submodule {name!r}; its modules: {first(modules)}")
         for name in layers:
             if not isinstance(dict(model.named_modules()).get(name), nn.Linear):
                 raise StagewiseError(f"model.covariate_layers: {name!r} is not an nn.Linear submodule of {architecture}")
@@ -108,7 +109,7 @@ def expand(patterns: list[str], modules: list[str], key: str) -> list[str]:
     for pattern in patterns:
         found = [m for m in modules if m == pattern or (m.count(".") == pattern.count(".") and fnmatch.fnmatchcase(m, pattern))]
         if not found:
-            raise StagewiseError(f"{key}: {pattern!r} matches no submodule; modules: {_first(modules)}")
+            raise StagewiseError(f"{key}: {pattern!r} matches no submodule; modules: {first(modules)}")
         out += [m for m in found if m not in out]
     return out
 
@@ -139,6 +140,3 @@ def replace_layer(model: nn.Module, name: str, out: int) -> None:
     parent, _, attr = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, attr, new)
 
-
-def _first(names: list[str], shown: int = 8) -> str:
-    return ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)" if len(names) > shown else "")
