@@ -8,7 +8,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 sys.path.insert(0, str(Path(__file__).parent / "workflow"))
-from stagewise.assets import SHIPPED  # noqa: E402
+from stagewise.assets import SHIPPED
 
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".snakemake")
 

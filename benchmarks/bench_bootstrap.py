@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
 from stagewise import bootstrap, metrics
 
 RESAMPLES = 1000
@@ -26,8 +25,10 @@ def predictions(n: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
 
 def loop(y: np.ndarray, proba: np.ndarray, names: list[str]) -> dict:
     rng = np.random.default_rng(0)
-    runs = [metrics.classification(y[idx], proba[idx], names, [1, 3])
-            for idx in rng.integers(0, len(y), size=(RESAMPLES, len(y)))]
+    runs = [
+        metrics.classification(y[idx], proba[idx], names, [1, 3])
+        for idx in rng.integers(0, len(y), size=(RESAMPLES, len(y)))
+    ]
     return {k: np.array([r[k] for r in runs]) for k in runs[0]}
 
 

@@ -57,14 +57,27 @@ def _write_project(folder: Path, gib: float) -> Path:
         shapes = MLP(**params).state_dict()
     state = {k: torch.full(v.shape, 0.01, dtype=v.dtype) for k, v in shapes.items()}
     names = [f"f{i}" for i in range(WIDTH)]
-    meta = {"architecture": "mlp", "params": params, "task": "classification", "feature_names": names,
-            "label_names": [str(i) for i in range(10)]}
+    meta = {
+        "architecture": "mlp",
+        "params": params,
+        "task": "classification",
+        "feature_names": names,
+        "label_names": [str(i) for i in range(10)],
+    }
     checkpoints.save(folder / "big.pt", state, meta)
     rng = np.random.default_rng(0)
-    np.savez(folder / "target.npz", X=rng.random((40, WIDTH), dtype=np.float32), y=np.arange(40) % 2, feature_names=np.array(names))
-    config = {"data": {"target": {"train": "target.npz", "val_fraction": 0.25, "test_fraction": 0.25}},
-              "model": {"architecture": "mlp", "params": {}}, "pretrained": {"checkpoint": "big.pt", "head": {"module": "head"}},
-              "experiments": {"one": {"stages": [{"name": "head", "train": ["head"]}]}}}
+    np.savez(
+        folder / "target.npz",
+        X=rng.random((40, WIDTH), dtype=np.float32),
+        y=np.arange(40) % 2,
+        feature_names=np.array(names),
+    )
+    config = {
+        "data": {"target": {"train": "target.npz", "val_fraction": 0.25, "test_fraction": 0.25}},
+        "model": {"architecture": "mlp", "params": {}},
+        "pretrained": {"checkpoint": "big.pt", "head": {"module": "head"}},
+        "experiments": {"one": {"stages": [{"name": "head", "train": ["head"]}]}},
+    }
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     return folder / "config.yaml"
 
@@ -87,7 +100,11 @@ def _in_process(folder: Path) -> dict[str, float]:
     os.chdir(folder)  # the config's paths are relative to it, as for the CLI
     cfg = sw_config.load("config.yaml")
     splits = {k: str(folder / f"{k}.h5") for k in ("train", "val", "test")}
-    prepare.run({}, {**splits, "summary": str(folder / "summary.json")}, {"dataset": cfg["data"]["target"], "name": "target", "split": False})
+    prepare.run(
+        {},
+        {**splits, "summary": str(folder / "summary.json")},
+        {"dataset": cfg["data"]["target"], "name": "target", "split": False},
+    )
     out = {}
     started = time.perf_counter()
     torch.load(folder / "big.pt", mmap=True, weights_only=True)
@@ -111,7 +128,12 @@ def main() -> None:
         size = (folder / "big.pt").stat().st_size
         load = "import torch; torch.load('big.pt', mmap=True, weights_only=True)"
         commands = {
-            "stagewise check --config config.yaml": [str(Path(sys.executable).with_name("stagewise")), "check", "--config", config.name],
+            "stagewise check --config config.yaml": [
+                str(Path(sys.executable).with_name("stagewise")),
+                "check",
+                "--config",
+                config.name,
+            ],
             "torch.load(mmap=True)": [sys.executable, "-c", load],
             "torch.load(mmap=True) + AdamW": [sys.executable, "-c", load + "; torch.optim.AdamW([torch.zeros(1)])"],
             "checkpoint checks alone": [sys.executable, "-c", CHECKS_ONLY],
@@ -124,8 +146,10 @@ def main() -> None:
         for name in commands:
             wall, cpu = ([r[name][k] for r in rounds] for k in (0, 1))
             ratios = [statistics.median(r[name][k] / r["torch.load(mmap=True)"][k] for r in rounds) for k in (0, 1)]
-            print(f"| `{name}` | {statistics.median(wall):.2f} ({min(wall):.2f}-{max(wall):.2f}) "
-                  f"| {statistics.median(cpu):.2f} ({min(cpu):.2f}-{max(cpu):.2f}) | {ratios[0]:.2f} | {ratios[1]:.2f} |")
+            print(
+                f"| `{name}` | {statistics.median(wall):.2f} ({min(wall):.2f}-{max(wall):.2f}) "
+                f"| {statistics.median(cpu):.2f} ({min(cpu):.2f}-{max(cpu):.2f}) | {ratios[0]:.2f} | {ratios[1]:.2f} |"
+            )
         print("\nin one process (no interpreter start-up):")
         for name, seconds in _in_process(folder).items():
             print(f"  {name}: {seconds:.3f} s")

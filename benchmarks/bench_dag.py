@@ -24,8 +24,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = {
-    "data": {"source": {"train": "sklearn:digits", "rows": [0, 1000]},
-             "target": {"train": "sklearn:digits", "rows": [1000, 1797]}},
+    "data": {
+        "source": {"train": "sklearn:digits", "rows": [0, 1000]},
+        "target": {"train": "sklearn:digits", "rows": [1000, 1797]},
+    },
     "model": {"architecture": "mlp"},
     "pretrained": {"head": {"module": "head"}},
 }
@@ -33,10 +35,17 @@ BASE = {
 
 def config(experiments: int, stages: int) -> dict:
     cfg = copy.deepcopy(BASE)
-    policies = [{"train": ["head"]}, {"unfreeze_last": 1}, {"unfreeze_last": 2}, {"unfreeze_all": True, "optimizer": {"lr": 1e-5}},
-                {"unfreeze_all": True, "scheduler": {"name": "CosineAnnealingWarmRestarts", "T_0": 3}}]
-    cfg["experiments"] = {f"exp{e}": {"stages": [{"name": f"s{s}", "epochs": 2 + e, **policies[s % 5]} for s in range(stages)]}
-                          for e in range(experiments)}
+    policies = [
+        {"train": ["head"]},
+        {"unfreeze_last": 1},
+        {"unfreeze_last": 2},
+        {"unfreeze_all": True, "optimizer": {"lr": 1e-5}},
+        {"unfreeze_all": True, "scheduler": {"name": "CosineAnnealingWarmRestarts", "T_0": 3}},
+    ]
+    cfg["experiments"] = {
+        f"exp{e}": {"stages": [{"name": f"s{s}", "epochs": 2 + e, **policies[s % 5]} for s in range(stages)]}
+        for e in range(experiments)
+    }
     return cfg
 
 
@@ -45,11 +54,29 @@ def dry_run(folder: Path) -> tuple[float, float, int]:
     snakefile = folder / "Snakefile" if (folder / "Snakefile").exists() else REPO / "Snakefile"
     config = ["--configfile", str(folder / "config.yaml")] if (folder / "config.yaml").exists() else []
     before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(folder),
-                           *config, "-n", "--quiet", "rules"], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(snakefile),
+            "--directory",
+            str(folder),
+            *config,
+            "-n",
+            "--quiet",
+            "rules",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     wall, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    jobs = sum(int(line.split()[1]) for line in done.stdout.splitlines() if line.split()[:1] in (["finetune"], ["evaluate"]))
+    jobs = sum(
+        int(line.split()[1]) for line in done.stdout.splitlines() if line.split()[:1] in (["finetune"], ["evaluate"])
+    )
     return wall, cpu, jobs
 
 

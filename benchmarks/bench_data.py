@@ -28,7 +28,9 @@ def _write_split(path: Path, rows: int, seed: int) -> None:
     from stagewise.io import hdf5
 
     layout = hdf5.Layout([f"f{i}" for i in range(FEATURES)], [f"c{i}" for i in range(10)], (FEATURES,))
-    centers = np.random.default_rng(0).normal(size=(10, FEATURES)).astype(np.float32) * 0.2  # same classes in every split
+    centers = (
+        np.random.default_rng(0).normal(size=(10, FEATURES)).astype(np.float32) * 0.2
+    )  # same classes in every split
     rng = np.random.default_rng(seed)
     with hdf5.Writer(path, layout, {"split": "train", "source_sha256": "bench", "in_memory": "false"}) as out:
         for start in range(0, rows, 65536):
@@ -48,12 +50,14 @@ def _write_csv(path: Path, rows: int) -> None:
         for start in range(0, rows, 50000):
             n = min(50000, rows - start)
             columns = [pa.array(rng.normal(size=n).astype(np.float32)) for _ in range(100)]
-            out.write_batch(pa.record_batch(columns + [pa.array(rng.choice(["a", "b", "c"], n))], names=names))
+            out.write_batch(pa.record_batch([*columns, pa.array(rng.choice(["a", "b", "c"], n))], names=names))
 
 
 def _child(kind: str, *args: str) -> dict:
     """Run one measurement in a fresh process; return its JSON result with its peak RSS."""
-    done = subprocess.run([sys.executable, __file__, "--child", kind, *args], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", kind, *args], capture_output=True, text=True, check=True
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -62,22 +66,32 @@ def _fit(train, val, epochs: int = 1) -> dict:
     from stagewise import config, freezing, training
     from stagewise.models import build
 
-    cfg = config.validate({"data": {"target": {"train": "x"}}, "model": {}, "pretrained": {"checkpoint": "x"},
-                           "training": {"epochs": epochs, "batch_size": 512, "device": "cpu", "optimizer": {"lr": 1e-3}},
-                           "experiments": {"e": {"stages": [{"name": "s"}]}}})
+    cfg = config.validate(
+        {
+            "data": {"target": {"train": "x"}},
+            "model": {},
+            "pretrained": {"checkpoint": "x"},
+            "training": {"epochs": epochs, "batch_size": 512, "device": "cpu", "optimizer": {"lr": 1e-3}},
+            "experiments": {"e": {"stages": [{"name": "s"}]}},
+        }
+    )
     settings = config.stage_config(cfg, "e", 0)["training"]
     training.seed_everything(0)
     model = build("mlp", {"in_features": FEATURES, "out_features": 10, "hidden": [256, 128]})
-    result = training.fit(model, train, val, settings, freezing.Selection({n for n, _ in model.named_parameters()}), "bench")
-    return {"samples_per_s": max(r["samples_per_s"] for r in result.history), "val_accuracy": result.history[-1]["val_accuracy"]}
+    result = training.fit(
+        model, train, val, settings, freezing.Selection({n for n, _ in model.named_parameters()}), "bench"
+    )
+    return {
+        "samples_per_s": max(r["samples_per_s"] for r in result.history),
+        "val_accuracy": result.history[-1]["val_accuracy"],
+    }
 
 
 def child(kind: str, *args: str) -> None:
     """The measured side of `_child`."""
+    import torch
     from stagewise.io import hdf5
     from stagewise.io.batches import Batches
-
-    import torch
 
     torch.set_num_threads(1)  # one core per measurement, like a `threads: 1` rule
     started = time.perf_counter()
@@ -86,20 +100,32 @@ def child(kind: str, *args: str) -> None:
         train = hdf5.read(path) if mode == "split" else Batches(path, 512, shuffle=True, in_memory=mode)
         out = _fit(train, hdf5.read(val))
     elif kind == "prepare":
-        from stagewise.steps import prepare
         from stagewise import config
+        from stagewise.steps import prepare
 
         folder = Path(args[1])
-        spec = config.validate({"data": {"target": {"train": args[0]}}, "model": {}, "pretrained": {"checkpoint": "x"},
-                                "experiments": {"e": {"stages": [{"name": "s"}]}}})["data"]["target"]
-        prepare.run({}, {k: str(folder / f"{k}.h5") for k in ("train", "val", "test")} | {"summary": str(folder / "summary.json")},
-                    {"dataset": spec, "name": "target"})
+        spec = config.validate(
+            {
+                "data": {"target": {"train": args[0]}},
+                "model": {},
+                "pretrained": {"checkpoint": "x"},
+                "experiments": {"e": {"stages": [{"name": "s"}]}},
+            }
+        )["data"]["target"]
+        prepare.run(
+            {},
+            {k: str(folder / f"{k}.h5") for k in ("train", "val", "test")} | {"summary": str(folder / "summary.json")},
+            {"dataset": spec, "name": "target"},
+        )
         out = {}
     else:
         import pandas as pd
 
         out = {"rows": len(pd.read_csv(args[0]))}
-    out |= {"seconds": time.perf_counter() - started, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    out |= {
+        "seconds": time.perf_counter() - started,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
     print(json.dumps(out))
 
 
@@ -118,10 +144,15 @@ def main() -> None:
         rows = {name: int(size * gib * args.scale) // ROW_BYTES for name, size in (("0.5GB", 0.5), ("4GB", 4.0))}
         _write_split(folder / "val.h5", 4096, seed=1)
         _write_split(folder / "small.h5", rows["0.5GB"], seed=0)
-        speed = {mode: _child("train", str(folder / "small.h5"), str(folder / "val.h5"), mode) for mode in ("split", "true", "false")}
+        speed = {
+            mode: _child("train", str(folder / "small.h5"), str(folder / "val.h5"), mode)
+            for mode in ("split", "true", "false")
+        }
         _write_split(folder / "large.h5", rows["4GB"], seed=0)
-        rss = {size: _child("train", str(folder / f"{name}.h5"), str(folder / "val.h5"), "false")
-               for size, name in (("0.5GB", "small"), ("4GB", "large"))}
+        rss = {
+            size: _child("train", str(folder / f"{name}.h5"), str(folder / "val.h5"), "false")
+            for size, name in (("0.5GB", "small"), ("4GB", "large"))
+        }
         for name in ("small.h5", "large.h5"):
             (folder / name).unlink()
         csv = folder / "table.csv"
@@ -134,13 +165,21 @@ def main() -> None:
     print("| measurement | value | reference | ratio |\n|---|---|---|---|")
     ref = speed["split"]["samples_per_s"]
     for mode, label in (("false", "streaming (in_memory: false)"), ("true", "Batches in RAM (in_memory: true)")):
-        print(f"| training samples/s, {label} | {speed[mode]['samples_per_s']:.0f} | in-memory Split {ref:.0f} | "
-              f"{speed[mode]['samples_per_s'] / ref:.2f} |")
-    print(f"| finetune peak RSS, 4 GB streamed | {rss['4GB']['peak_rss_mb']:.0f} MB | 0.5 GB streamed "
-          f"{rss['0.5GB']['peak_rss_mb']:.0f} MB | {rss['4GB']['peak_rss_mb'] / rss['0.5GB']['peak_rss_mb']:.2f} |")
-    print(f"| prepare_data on a {mb:.0f} MB CSV | {mb / prep['seconds']:.0f} MB/s, {prep['peak_rss_mb']:.0f} MB RSS | pandas.read_csv "
-          f"{mb / pandas['seconds']:.0f} MB/s, {pandas['peak_rss_mb']:.0f} MB RSS | speed {pandas['seconds'] / prep['seconds']:.2f}, "
-          f"RSS {prep['peak_rss_mb'] / pandas['peak_rss_mb']:.2f} |")
+        print(
+            f"| training samples/s, {label} | {speed[mode]['samples_per_s']:.0f} | in-memory Split {ref:.0f} | "
+            f"{speed[mode]['samples_per_s'] / ref:.2f} |"
+        )
+    print(
+        f"| finetune peak RSS, 4 GB streamed | {rss['4GB']['peak_rss_mb']:.0f} MB | 0.5 GB streamed "
+        f"{rss['0.5GB']['peak_rss_mb']:.0f} MB | {rss['4GB']['peak_rss_mb'] / rss['0.5GB']['peak_rss_mb']:.2f} |"
+    )
+    print(
+        f"| prepare_data on a {mb:.0f} MB CSV | {mb / prep['seconds']:.0f} MB/s, {prep['peak_rss_mb']:.0f} MB "
+        f"RSS | pandas.read_csv "
+        f"{mb / pandas['seconds']:.0f} MB/s, {pandas['peak_rss_mb']:.0f} MB RSS | speed "
+        f"{pandas['seconds'] / prep['seconds']:.2f}, "
+        f"RSS {prep['peak_rss_mb'] / pandas['peak_rss_mb']:.2f} |"
+    )
     print(json.dumps({"speed": speed, "rss": rss, "prepare": prep, "pandas": pandas, "csv_mb": mb}))
 
 

@@ -25,14 +25,15 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
-
 from stagewise import config, freezing, training
 from stagewise.io.hdf5 import Split
 from stagewise.models import build
+from torch.utils.data import DataLoader, TensorDataset
 
-SIZES = {"small": dict(features=64, hidden=[128, 64], samples=40000),
-         "large": dict(features=2000, hidden=[512, 256], samples=10000)}
+SIZES = {
+    "small": dict(features=64, hidden=[128, 64], samples=40000),
+    "large": dict(features=2000, hidden=[512, 256], samples=10000),
+}
 CLASSES, BATCH, LR = 10, 256, 1e-3
 
 
@@ -42,14 +43,20 @@ def data(features: int, samples: int) -> tuple[Split, Split]:
     y = rng.integers(0, CLASSES, size=samples + 256)
     names, labels = [f"f{i}" for i in range(features)], [str(c) for c in range(CLASSES)]
     train = Split(X[:samples], y[:samples], names, labels, [str(i) for i in range(samples)])
-    val = Split(X[samples:], y[samples:], names, labels, [str(i) for i in range(256)])  # small: the loop validates every epoch
+    val = Split(
+        X[samples:], y[samples:], names, labels, [str(i) for i in range(256)]
+    )  # small: the loop validates every epoch
     return train, val
 
 
 def stagewise_loop(model, train, val, epochs):
-    raw = {"data": {"target": {"train": "x"}}, "model": {}, "pretrained": {"checkpoint": "x"},
-           "experiments": {"bench": {"stages": [{"name": "all", "unfreeze_all": True}]}},
-           "training": {"epochs": epochs, "batch_size": BATCH, "device": "cpu", "optimizer": {"name": "AdamW", "lr": LR}}}
+    raw = {
+        "data": {"target": {"train": "x"}},
+        "model": {},
+        "pretrained": {"checkpoint": "x"},
+        "experiments": {"bench": {"stages": [{"name": "all", "unfreeze_all": True}]}},
+        "training": {"epochs": epochs, "batch_size": BATCH, "device": "cpu", "optimizer": {"name": "AdamW", "lr": LR}},
+    }
     cfg = config.stage_config(config.validate(raw), "bench", 0)["training"]
     selection = freezing.select(model, {"unfreeze_all": True}, [], {}, "bench")
     training.fit(model, train, val, cfg, selection, "bench")
@@ -66,7 +73,9 @@ def compute_only(model, train, val, epochs):
 
 
 def dataloader_loop(model, train, val, epochs):
-    loader = DataLoader(TensorDataset(torch.from_numpy(train.X), torch.from_numpy(train.y)), batch_size=BATCH, shuffle=True)
+    loader = DataLoader(
+        TensorDataset(torch.from_numpy(train.X), torch.from_numpy(train.y)), batch_size=BATCH, shuffle=True
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
     for _ in range(epochs):
         model.train()
@@ -94,13 +103,28 @@ def lightning_loop(model, train, val, epochs):
         def configure_optimizers(self):
             return torch.optim.AdamW(self.parameters(), lr=LR)
 
-    loader = DataLoader(TensorDataset(torch.from_numpy(train.X), torch.from_numpy(train.y)), batch_size=BATCH, shuffle=True)
-    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    loader = DataLoader(
+        TensorDataset(torch.from_numpy(train.X), torch.from_numpy(train.y)), batch_size=BATCH, shuffle=True
+    )
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(Module(), loader)
 
 
-METHODS = {"stagewise": stagewise_loop, "compute": compute_only, "dataloader": dataloader_loop, "lightning": lightning_loop}
+METHODS = {
+    "stagewise": stagewise_loop,
+    "compute": compute_only,
+    "dataloader": dataloader_loop,
+    "lightning": lightning_loop,
+}
 
 
 def main() -> None:
@@ -113,9 +137,14 @@ def main() -> None:
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
-    print(f"torch {torch.__version__}, {args.threads} thread(s), batch {BATCH}, AdamW, {args.epochs} epochs, "
-          f"median of {args.repeats} interleaved rounds, samples per CPU second")
-    print("| model | stagewise samples/s | compute-only | DataLoader | Lightning | stagewise / compute | / DataLoader | / Lightning |")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), batch {BATCH}, AdamW, {args.epochs} epochs, "
+        f"median of {args.repeats} interleaved rounds, samples per CPU second"
+    )
+    print(
+        "| model | stagewise samples/s | compute-only | DataLoader | Lightning | stagewise / compute | / "
+        "DataLoader | / Lightning |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for size, spec in SIZES.items():
         train, val = data(spec["features"], spec["samples"])
@@ -130,9 +159,13 @@ def main() -> None:
                 rates[name].append(args.epochs * len(train.y) / (time.process_time() - started))
         med = {name: statistics.median(values) for name, values in rates.items()}
         label = f"{size} ({spec['features']}→{'→'.join(map(str, spec['hidden']))}→{CLASSES}, {spec['samples']} samples)"
-        print(f"| {label} | {med['stagewise']:,.0f} | {med['compute']:,.0f} | {med['dataloader']:,.0f} | {med['lightning']:,.0f} | "
-              f"{med['stagewise'] / med['compute']:.2f}× | {med['stagewise'] / med['dataloader']:.2f}× | "
-              f"{med['stagewise'] / med['lightning']:.2f}× |", flush=True)
+        print(
+            f"| {label} | {med['stagewise']:,.0f} | {med['compute']:,.0f} | {med['dataloader']:,.0f} | "
+            f"{med['lightning']:,.0f} | "
+            f"{med['stagewise'] / med['compute']:.2f}× | {med['stagewise'] / med['dataloader']:.2f}× | "
+            f"{med['stagewise'] / med['lightning']:.2f}× |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

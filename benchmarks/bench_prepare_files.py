@@ -39,7 +39,9 @@ def write_images(root: Path, gb: float) -> int:
     for i in range(count):
         folder = root / "images" / f"class_{i % 10}"
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8)).save(folder / f"{i:06d}.png", compress_level=1)
+        Image.fromarray(rng.integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8)).save(
+            folder / f"{i:06d}.png", compress_level=1
+        )
     return count
 
 
@@ -53,7 +55,9 @@ def write_genome(root: Path, mb: float) -> int:
             seq = np.frombuffer(b"ACGT", np.uint8)[rng.integers(0, 4, length)]
             fasta.write(f">chr{c + 1}\n".encode())
             full = length // 60 * 60
-            fasta.write(np.concatenate([seq[:full].reshape(-1, 60), np.full((full // 60, 1), 10, np.uint8)], axis=1).tobytes())
+            fasta.write(
+                np.concatenate([seq[:full].reshape(-1, 60), np.full((full // 60, 1), 10, np.uint8)], axis=1).tobytes()
+            )
             fasta.write(seq[full:].tobytes() + b"\n")
             position = 1000
             while position + 3000 < length:
@@ -62,11 +66,15 @@ def write_genome(root: Path, mb: float) -> int:
                 end = position + int(sizes.sum() + introns.sum()) - 1
                 strand = "+-"[genes % 2]
                 gid = f"g{genes}"
-                lines.append(f"chr{c + 1}\tb\tgene\t{position}\t{end}\t.\t{strand}\t.\tID={gid};gene_biotype=protein_coding")
+                lines.append(
+                    f"chr{c + 1}\tb\tgene\t{position}\t{end}\t.\t{strand}\t.\tID={gid};gene_biotype=protein_coding"
+                )
                 lines.append(f"chr{c + 1}\tb\tmRNA\t{position}\t{end}\t.\t{strand}\t.\tID={gid}.1;Parent={gid}")
                 start = position
                 for k in range(exons):
-                    lines.append(f"chr{c + 1}\tb\texon\t{start}\t{start + sizes[k] - 1}\t.\t{strand}\t.\tParent={gid}.1")
+                    lines.append(
+                        f"chr{c + 1}\tb\texon\t{start}\t{start + sizes[k] - 1}\t.\t{strand}\t.\tParent={gid}.1"
+                    )
                     start += int(sizes[k]) + (int(introns[k]) if k < exons - 1 else 0)
                 genes += 1
                 position = end + int(rng.integers(2000, 3000))
@@ -91,7 +99,8 @@ t = time.perf_counter()
 prepare.run({}, {k: f"{out}/{k}.h5" for k in ("train", "val", "test")} | {"summary": f"{out}/summary.json"},
             {"dataset": spec, "name": "target", "task": "sequence_labeling" if kind == "genome" else "classification"})
 run_s = time.perf_counter() - t
-print(json.dumps({"samples": sum(json.load(open(f"{out}/summary.json"))["samples"].values()), "run_s": round(run_s, 1)}))
+samples = sum(json.load(open(f"{out}/summary.json"))["samples"].values())
+print(json.dumps({"samples": samples, "run_s": round(run_s, 1)}))
 """ % (WINDOW, CONTEXT)
 
 OBVIOUS_IMAGES = """
@@ -155,12 +164,14 @@ print(json.dumps({"samples": len(X)}))
 
 def measure(code: str, *args: str) -> dict:
     """Run `code` in a fresh process: its wall seconds (imports excluded) and peak RSS in MB."""
-    wrapper = ("import resource, runpy, sys, time, json\n"
-               "sys.argv = sys.argv[1:]\n"
-               "t = time.perf_counter()\n"
-               "exec(compile(open(sys.argv[0]).read(), 'bench', 'exec'), {'__name__': '__main__'})\n"
-               "print('BENCH', json.dumps({'seconds': time.perf_counter() - t, "
-               "'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n")
+    wrapper = (
+        "import resource, runpy, sys, time, json\n"
+        "sys.argv = sys.argv[1:]\n"
+        "t = time.perf_counter()\n"
+        "exec(compile(open(sys.argv[0]).read(), 'bench', 'exec'), {'__name__': '__main__'})\n"
+        "print('BENCH', json.dumps({'seconds': time.perf_counter() - t, "
+        "'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+    )
     script = Path(args[0]) / f".bench_{abs(hash(code))}.py"
     script.write_text(code)
     done = subprocess.run([sys.executable, "-c", wrapper, str(script), *args], capture_output=True, text=True)
@@ -199,12 +210,22 @@ def main() -> None:
             print(f"wrote {args.genome_mb} Mb, {genes} genes, in {time.perf_counter() - t:.0f} s", file=sys.stderr)
             for name, code in (("prepare_data", STAGEWISE), ("obvious pure-Python loop", OBVIOUS_GENOME)):
                 result = measure(code, str(root), "genome")
-                rows.append((f"genome {args.genome_mb:.0f} Mb ({genes} genes)", name, args.genome_mb / result["seconds"], result))
+                rows.append(
+                    (
+                        f"genome {args.genome_mb:.0f} Mb ({genes} genes)",
+                        name,
+                        args.genome_mb / result["seconds"],
+                        result,
+                    )
+                )
                 print(rows[-1], file=sys.stderr)
         print("| input | reader | wall s | throughput | peak RSS MB | samples |\n|---|---|---|---|---|---|")
         for what, name, speed, result in rows:
             unit = "MB/s" if what.startswith("images") else "Mb/s"
-            print(f"| {what} | {name} | {result['seconds']:.1f} | {speed:.1f} {unit} | {result['rss_mb']:.0f} | {result['output']} |")
+            print(
+                f"| {what} | {name} | {result['seconds']:.1f} | {speed:.1f} {unit} | {result['rss_mb']:.0f} | "
+                f"{result['output']} |"
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

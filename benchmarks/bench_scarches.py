@@ -7,7 +7,8 @@
    trained on the source train split (validation: the source val split), `load_query_data` adds the
    query batches, the query model is trained on the target train split (validation: target val);
    same sizes and settings as the config (n_latent, hidden, dropout, NB, batch size, epochs, lr, KL
-   warm-up of each stage; scvi-tools' own Adam, eps 0.01), scArches' recommended use_layer_norm="both", use_batch_norm="none", encode_covariates=True.
+   warm-up of each stage; scvi-tools' own Adam, eps 0.01), scArches' recommended use_layer_norm="both",
+   use_batch_norm="none", encode_covariates=True.
 3. Every model's latent space of the 240 (large: 1,500) target test cells against the latent space of
    the source train split: kNN label transfer (stagewise.metrics.knn_hits, k = the config's
    evaluation.knn_k or 15), 95 % percentile bootstrap CIs over the same 1,000 resamples of the test
@@ -59,8 +60,13 @@ def run_stagewise(folder: Path, cores: int) -> dict:
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     start = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run([sys.executable, "-m", "stagewise.cli", "run", "--configfile", "config.yaml", "--cores", str(cores)],
-                          cwd=folder, capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "stagewise.cli", "run", "--configfile", "config.yaml", "--cores", str(cores)],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
@@ -76,9 +82,14 @@ def job(folder: Path, tsv: str, stage_json: str) -> dict:
     row = pd.read_csv(folder / "benchmarks" / tsv, sep="\t").iloc[0]
     stage = json.loads((folder / stage_json).read_text())
     history = pd.read_csv(folder / Path(stage_json).with_name("history.tsv"), sep="\t")
-    return {"job_wall": float(row["s"]), "job_cpu": float(row["cpu_time"]), "peak_mib": float(row["max_rss"]),
-            "train_wall": stage["train_seconds"], "epochs": int(stage["epochs_run"]),
-            "epoch_median": float(history["seconds"].iloc[1:].median())}
+    return {
+        "job_wall": float(row["s"]),
+        "job_cpu": float(row["cpu_time"]),
+        "peak_mib": float(row["max_rss"]),
+        "train_wall": stage["train_seconds"],
+        "epochs": int(stage["epochs_run"]),
+        "epoch_median": float(history["seconds"].iloc[1:].median()),
+    }
 
 
 def stagewise_model(folder: Path, experiment: str, stage: str) -> dict:
@@ -103,7 +114,6 @@ def scvi_worker(folder: Path, out: Path) -> None:
     import anndata
     import torch
     import yaml
-
     from stagewise import resources
 
     raw = sum(f.stat().st_size for f in (folder / "data").iterdir())
@@ -114,7 +124,6 @@ def scvi_worker(folder: Path, out: Path) -> None:
     logging.getLogger("scvi").setLevel(logging.ERROR)
     import lightning.pytorch as pl
     import scvi
-
     from stagewise import likelihoods, metrics
 
     cfg = yaml.safe_load((folder / "config.yaml").read_text())
@@ -146,22 +155,47 @@ def scvi_worker(folder: Path, out: Path) -> None:
     scvi.settings.seed = SEED
     scvi.model.SCVI.setup_anndata(reference, batch_key="batch")
     hidden = params.get("hidden", [128])
-    model = scvi.model.SCVI(reference, n_latent=params.get("n_latent", 10), n_hidden=hidden[0], n_layers=len(hidden),
-                            dropout_rate=params.get("dropout", 0.1), gene_likelihood=params.get("likelihood", "nb"),
-                            dispersion="gene", use_layer_norm="both", use_batch_norm="none", encode_covariates=True)
-    common = dict(batch_size=train["batch_size"], accelerator="cpu", enable_progress_bar=False, early_stopping=False,
-                  enable_model_summary=False, logger=False, enable_checkpointing=False)
+    model = scvi.model.SCVI(
+        reference,
+        n_latent=params.get("n_latent", 10),
+        n_hidden=hidden[0],
+        n_layers=len(hidden),
+        dropout_rate=params.get("dropout", 0.1),
+        gene_likelihood=params.get("likelihood", "nb"),
+        dispersion="gene",
+        use_layer_norm="both",
+        use_batch_norm="none",
+        encode_covariates=True,
+    )
+    common = dict(
+        batch_size=train["batch_size"],
+        accelerator="cpu",
+        enable_progress_bar=False,
+        early_stopping=False,
+        enable_model_summary=False,
+        logger=False,
+        enable_checkpointing=False,
+    )
     record: dict = {"threads": torch.get_num_threads()}
 
     def timed(name, fit, epochs, n_train, n_val):
         cb = EpochTimes()
         w, c = time.perf_counter(), time.process_time()
         split = [np.arange(n_train), np.arange(n_train, n_train + n_val), np.arange(n_train + n_val, fit.adata.n_obs)]
-        fit.train(max_epochs=epochs, datasplitter_kwargs={"external_indexing": split},
-                  callbacks=[cb], **common, plan_kwargs=plan)
-        record[name] = {"train_wall": time.perf_counter() - w, "train_cpu": time.process_time() - c, "epochs": len(cb.times),
-                        "epoch_median": float(np.median(cb.times[1:])),
-                        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        fit.train(
+            max_epochs=epochs,
+            datasplitter_kwargs={"external_indexing": split},
+            callbacks=[cb],
+            **common,
+            plan_kwargs=plan,
+        )
+        record[name] = {
+            "train_wall": time.perf_counter() - w,
+            "train_cpu": time.process_time() - c,
+            "epochs": len(cb.times),
+            "epoch_median": float(np.median(cb.times[1:])),
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
 
     plan = {"lr": lr_ref, "n_epochs_kl_warmup": warm, "weight_decay": 0.0}
     timed("reference", model, epochs_ref, n_tr, n_va)
@@ -185,16 +219,29 @@ def scvi_worker(folder: Path, out: Path) -> None:
     test = np.arange(q_tr + q_va, len(query))
     labels_test = query.obs["cell_type"].to_numpy()[test]
     query_model = scvi.model.SCVI.load_query_data(query, model, accelerator="cpu")
-    query_model.is_trained_ = True  # the reference's weights, the new batch columns as initialised: map without training
+    query_model.is_trained_ = (
+        True  # the reference's weights, the new batch columns as initialised: map without training
+    )
     found = {}
-    found["scvi_untrained"] = {"hits": metrics.knn_hits(ref_latent, labels_ref, latent(query_model, query, test), labels_test, k),
-                               "nll": nll(query_model, query, test)}
-    plan = {"lr": train["optimizer"]["lr"], "n_epochs_kl_warmup": (train.get("loss") or {}).get("kl_warmup", 0), "weight_decay": 0.0}
+    found["scvi_untrained"] = {
+        "hits": metrics.knn_hits(ref_latent, labels_ref, latent(query_model, query, test), labels_test, k),
+        "nll": nll(query_model, query, test),
+    }
+    plan = {
+        "lr": train["optimizer"]["lr"],
+        "n_epochs_kl_warmup": (train.get("loss") or {}).get("kl_warmup", 0),
+        "weight_decay": 0.0,
+    }
     timed("query", query_model, epochs_query, q_tr, q_va)
-    found["scvi_trained"] = {"hits": metrics.knn_hits(ref_latent, labels_ref, latent(query_model, query, test), labels_test, k),
-                             "nll": nll(query_model, query, test)}
-    np.savez(out.with_suffix(".npz"), **{f"{m}_{key}": v for m, d in found.items() for key, v in d.items()},
-             test_ids=np.array(query.obs_names[test]))
+    found["scvi_trained"] = {
+        "hits": metrics.knn_hits(ref_latent, labels_ref, latent(query_model, query, test), labels_test, k),
+        "nll": nll(query_model, query, test),
+    }
+    np.savez(
+        out.with_suffix(".npz"),
+        **{f"{m}_{key}": v for m, d in found.items() for key, v in d.items()},
+        test_ids=np.array(query.obs_names[test]),
+    )
     out.write_text(json.dumps(record | {"scvi_version": scvi.__version__, "k": k}))
 
 
@@ -207,7 +254,6 @@ def epoch_cpu(folder: Path, epochs: int = 5, rounds: int = 3, threads: int | Non
 
     import anndata
     import torch
-
     from stagewise import checkpoints, config, freezing, resources, training
     from stagewise.io.batches import Batches
 
@@ -225,16 +271,35 @@ def epoch_cpu(folder: Path, epochs: int = 5, rounds: int = 3, threads: int | Non
     split = {f"target_{s}": ids(results / "data/target" / f"{s}.h5") for s in ("train", "val")}
     ref_ids = ids(results / "data/source/train.h5")
     reference = anndata.read_h5ad(folder / cfg["data"]["source"]["train"])[ref_ids].copy()
-    query = anndata.read_h5ad(folder / cfg["data"]["target"]["train"])[split["target_train"] + split["target_val"]].copy()
+    query = anndata.read_h5ad(folder / cfg["data"]["target"]["train"])[
+        split["target_train"] + split["target_val"]
+    ].copy()
     for a in (reference, query):
         a.X = a.X.toarray() if hasattr(a.X, "toarray") else a.X
     scvi.settings.seed = SEED
     scvi.model.SCVI.setup_anndata(reference, batch_key="batch")
-    params, common = cfg["model"]["params"], dict(accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
-                                                   logger=False, enable_checkpointing=False, batch_size=cfg["training"]["batch_size"])
-    ref_model = scvi.model.SCVI(reference, n_latent=params["n_latent"], n_hidden=params["hidden"][0], n_layers=len(params["hidden"]),
-                                dropout_rate=params["dropout"], gene_likelihood="nb", use_layer_norm="both", use_batch_norm="none",
-                                encode_covariates=True)
+    params, common = (
+        cfg["model"]["params"],
+        dict(
+            accelerator="cpu",
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            logger=False,
+            enable_checkpointing=False,
+            batch_size=cfg["training"]["batch_size"],
+        ),
+    )
+    ref_model = scvi.model.SCVI(
+        reference,
+        n_latent=params["n_latent"],
+        n_hidden=params["hidden"][0],
+        n_layers=len(params["hidden"]),
+        dropout_rate=params["dropout"],
+        gene_likelihood="nb",
+        use_layer_norm="both",
+        use_batch_norm="none",
+        encode_covariates=True,
+    )
     ref_model.train(max_epochs=1, **common)
     n_tr, n_va = len(split["target_train"]), len(split["target_val"])
     times: dict[str, list[float]] = {"stagewise": [], "scvi-tools": []}
@@ -244,18 +309,28 @@ def epoch_cpu(folder: Path, epochs: int = 5, rounds: int = 3, threads: int | Non
         masks = freezing.entry_masks(model, start.meta.get("new_parameter_masks") or {})
         selection = freezing.select(model, stage["policy"], start.meta.get("new_parameters", []), masks, "timing")
         kwargs = dict(feature_names=start.meta["feature_names"], categories=start.meta.get("categories"))
-        train = Batches(str(results / "data/target/train.h5"), stage["training"]["batch_size"], shuffle=True, seed=0, **kwargs)
+        train = Batches(
+            str(results / "data/target/train.h5"), stage["training"]["batch_size"], shuffle=True, seed=0, **kwargs
+        )
         val = Batches(str(results / "data/target/val.h5"), stage["training"]["batch_size"], **kwargs)
         c = time.process_time()
-        training.fit(model, train, val, stage["training"], selection, "timing", start.meta.get("categories"), None, "counts")
+        training.fit(
+            model, train, val, stage["training"], selection, "timing", start.meta.get("categories"), None, "counts"
+        )
         times["stagewise"].append((time.process_time() - c) / epochs)
         train.close()
         val.close()
         q = scvi.model.SCVI.load_query_data(query.copy(), ref_model, accelerator="cpu")
         c = time.process_time()
-        q.train(max_epochs=epochs, plan_kwargs={"lr": 1e-3, "weight_decay": 0.0}, early_stopping=False,
-                datasplitter_kwargs={"external_indexing": [np.arange(n_tr), np.arange(n_tr, n_tr + n_va), np.array([], dtype=int)]},
-                **common)
+        q.train(
+            max_epochs=epochs,
+            plan_kwargs={"lr": 1e-3, "weight_decay": 0.0},
+            early_stopping=False,
+            datasplitter_kwargs={
+                "external_indexing": [np.arange(n_tr), np.arange(n_tr, n_tr + n_va), np.array([], dtype=int)]
+            },
+            **common,
+        )
         times["scvi-tools"].append((time.process_time() - c) / epochs)
     return times
 
@@ -269,21 +344,32 @@ def bootstrap(hits: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
 def print_epoch_cpu(folder: Path, threads: int | None = None) -> None:
     times = epoch_cpu(folder, threads=threads)
     ratios = [a / b for a, b in zip(times["stagewise"], times["scvi-tools"])]
-    print("query training, CPU s per epoch (5 epochs, 3 interleaved rounds, one process): " + "; ".join(
-        f"{name} {' '.join(f'{t:.3f}' for t in values)}" for name, values in times.items())
-        + f"; stagewise / scvi-tools median {np.median(ratios):.2f}", flush=True)
+    print(
+        "query training, CPU s per epoch (5 epochs, 3 interleaved rounds, one process): "
+        + "; ".join(f"{name} {' '.join(f'{t:.3f}' for t in values)}" for name, values in times.items())
+        + f"; stagewise / scvi-tools median {np.median(ratios):.2f}",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large", action="store_true", help="20,000 reference and 5,000 query cells of 2,000 genes")
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML", help="config override, e.g. model.params.use_layer_norm=both")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=YAML",
+        help="config override, e.g. model.params.use_layer_norm=both",
+    )
     parser.add_argument("--keep", type=Path, help="run in this folder (kept) instead of a temporary one")
     parser.add_argument("--no-scvi", action="store_true", help="stagewise only")
     parser.add_argument("--scvi-worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--epoch-cpu", type=Path, metavar="DIR", help="only the per-epoch CPU timing, on a finished --keep DIR")
+    parser.add_argument(
+        "--epoch-cpu", type=Path, metavar="DIR", help="only the per-epoch CPU timing, on a finished --keep DIR"
+    )
     parser.add_argument("--threads", type=int, help="torch threads of --epoch-cpu (default: stagewise's for the data)")
     args = parser.parse_args(argv)
     if args.scvi_worker:
@@ -291,7 +377,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.epoch_cpu:
         return print_epoch_cpu(args.epoch_cpu, args.threads)
     import yaml
-
     from stagewise import cli, synthetic
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="bench_scarches_"))
@@ -313,26 +398,40 @@ def main(argv: list[str] | None = None) -> None:
     print(f"folder {folder}; overrides {args.set or 'none'}", flush=True)
 
     workflow = run_stagewise(folder, args.cores)
-    print(f"stagewise workflow: {workflow['jobs']} jobs, {workflow['wall']:.1f} s wall, {workflow['cpu']:.1f} s CPU", flush=True)
+    print(
+        f"stagewise workflow: {workflow['jobs']} jobs, {workflow['wall']:.1f} s wall, {workflow['cpu']:.1f} s CPU",
+        flush=True,
+    )
     pretrain = job(folder, "pretrain/pretrain.tsv", "results/pretrain/stage.json")
     finetune = job(folder, "finetune/surgery/1_new.tsv", "results/surgery/stages/1_new/stage.json")
-    models = {"stagewise surgery (`train: [new]`)": stagewise_model(folder, "surgery", "stages/1_new"),
-              "stagewise untrained surgery (`pretrained`)": stagewise_model(folder, "start", "")}
+    models = {
+        "stagewise surgery (`train: [new]`)": stagewise_model(folder, "surgery", "stages/1_new"),
+        "stagewise untrained surgery (`pretrained`)": stagewise_model(folder, "start", ""),
+    }
     scvi = None
     if not args.no_scvi:
         out = folder / "scvi.json"
         w = time.perf_counter()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        done = subprocess.run([sys.executable, __file__, "--scvi-worker", str(folder), "--out", str(out)],
-                              capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        done = subprocess.run(
+            [sys.executable, __file__, "--scvi-worker", str(folder), "--out", str(out)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if done.returncode:
             sys.exit(f"scvi-tools failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
-        scvi = json.loads(out.read_text()) | {"process_wall": time.perf_counter() - w,
-                                              "process_cpu": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)}
+        scvi = json.loads(out.read_text()) | {
+            "process_wall": time.perf_counter() - w,
+            "process_cpu": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+        }
         arrays = np.load(out.with_suffix(".npz"), allow_pickle=True)
         order = {cell: i for i, cell in enumerate(arrays["test_ids"])}
-        for name, key in (("scvi-tools untrained query", "scvi_untrained"), ("scvi-tools query trained", "scvi_trained")):
+        for name, key in (
+            ("scvi-tools untrained query", "scvi_untrained"),
+            ("scvi-tools query trained", "scvi_trained"),
+        ):
             models[name] = {"hits": arrays[f"{key}_hits"], "nll": arrays[f"{key}_nll"], "ids": arrays["test_ids"]}
         for name in list(models)[:2]:  # stagewise's arrays in the scvi order (the same cells)
             m = models[name]
@@ -341,7 +440,10 @@ def main(argv: list[str] | None = None) -> None:
     ci = bootstrap({name: m["hits"] for name, m in models.items()})
     n = len(next(iter(models.values()))["hits"])
     print(f"\n{n} query test cells, kNN k={scvi['k'] if scvi else 15}, {RESAMPLES} paired bootstrap resamples\n")
-    print("| model | kNN accuracy (95 % CI) | test NLL | training | wall s | CPU s | epochs | s / epoch (median) | peak RSS MiB |")
+    print(
+        "| model | kNN accuracy (95 % CI) | test NLL | training | wall s | CPU s | epochs | s / epoch (median) "
+        "| peak RSS MiB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, m in models.items():
         acc = f"{m['hits'].mean():.3f} ({ci[name][0]:.3f}–{ci[name][1]:.3f})"
@@ -350,16 +452,31 @@ def main(argv: list[str] | None = None) -> None:
         elif name.startswith("stagewise"):
             t, what = pretrain, "reference (job; loop)"
         elif "untrained" in name:
-            t, what = scvi["reference"] | {"job_wall": scvi["reference"]["train_wall"], "job_cpu": scvi["reference"]["train_cpu"]}, "reference"
+            t, what = (
+                scvi["reference"]
+                | {"job_wall": scvi["reference"]["train_wall"], "job_cpu": scvi["reference"]["train_cpu"]},
+                "reference",
+            )
         else:
-            t, what = scvi["query"] | {"job_wall": scvi["query"]["train_wall"], "job_cpu": scvi["query"]["train_cpu"]}, "query"
-        wall = f"{t['job_wall']:.1f}; {t['train_wall']:.1f}" if name.startswith("stagewise") else f"{t['train_wall']:.1f}"
+            t, what = (
+                scvi["query"] | {"job_wall": scvi["query"]["train_wall"], "job_cpu": scvi["query"]["train_cpu"]},
+                "query",
+            )
+        wall = (
+            f"{t['job_wall']:.1f}; {t['train_wall']:.1f}" if name.startswith("stagewise") else f"{t['train_wall']:.1f}"
+        )
         cpu = f"{t['job_cpu']:.1f} (job)" if name.startswith("stagewise") else f"{t['train_cpu']:.1f}"
         per_epoch = f"{t['train_wall'] / t['epochs']:.3f} ({t['epoch_median']:.3f})"
-        print(f"| {name} | {acc} | {m['nll'].mean():.1f} | {what} | {wall} | {cpu} | {t['epochs']} | {per_epoch} | {t['peak_mib']:.0f} |")
+        print(
+            f"| {name} | {acc} | {m['nll'].mean():.1f} | {what} | {wall} | {cpu} | {t['epochs']} | {per_epoch} "
+            f"| {t['peak_mib']:.0f} |"
+        )
     if scvi:
-        print(f"\nscvi-tools {scvi['scvi_version']} process (import, data, both trainings, evaluation): {scvi['process_wall']:.1f} s wall, "
-              f"{scvi['process_cpu']:.1f} s CPU, {scvi['threads']} torch threads")
+        print(
+            f"\nscvi-tools {scvi['scvi_version']} process (import, data, both trainings, evaluation): "
+            f"{scvi['process_wall']:.1f} s wall, "
+            f"{scvi['process_cpu']:.1f} s CPU, {scvi['threads']} torch threads"
+        )
         ratio = (finetune["train_wall"] / finetune["epochs"]) / (scvi["query"]["train_wall"] / scvi["query"]["epochs"])
         median = finetune["epoch_median"] / scvi["query"]["epoch_median"]
         print(f"query training per epoch, stagewise / scvi-tools: {ratio:.2f} (mean), {median:.2f} (median epoch)")
@@ -368,13 +485,27 @@ def main(argv: list[str] | None = None) -> None:
         idx = np.random.default_rng(SEED).integers(0, n, (RESAMPLES, n))
         diff = models[best_sw]["hits"][idx].mean(1) - models[best_scvi]["hits"][idx].mean(1)
         lo, hi = np.percentile(diff, [2.5, 97.5])
-        print(f"best stagewise ({best_sw}) − best scvi-tools ({best_scvi}): "
-              f"{models[best_sw]['hits'].mean() - models[best_scvi]['hits'].mean():+.3f} (paired 95 % CI {lo:+.3f} to {hi:+.3f})")
-    print(f"stagewise workflow: {workflow['jobs']} jobs, {workflow['wall']:.1f} s wall, {workflow['cpu']:.1f} s CPU (all jobs)")
+        print(
+            f"best stagewise ({best_sw}) − best scvi-tools ({best_scvi}): "
+            f"{models[best_sw]['hits'].mean() - models[best_scvi]['hits'].mean():+.3f} (paired 95 % CI "
+            f"{lo:+.3f} to {hi:+.3f})"
+        )
+    print(
+        f"stagewise workflow: {workflow['jobs']} jobs, {workflow['wall']:.1f} s wall, {workflow['cpu']:.1f} s "
+        f"CPU (all jobs)"
+    )
     if scvi:
-        done = subprocess.run([sys.executable, __file__, "--epoch-cpu", str(folder)], capture_output=True, text=True,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-        print(done.stdout.strip().splitlines()[-1] if done.returncode == 0 else f"epoch timing failed:\n{done.stderr[-3000:]}")
+        done = subprocess.run(
+            [sys.executable, __file__, "--epoch-cpu", str(folder)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        print(
+            done.stdout.strip().splitlines()[-1]
+            if done.returncode == 0
+            else f"epoch timing failed:\n{done.stderr[-3000:]}"
+        )
 
 
 if __name__ == "__main__":

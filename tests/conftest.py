@@ -22,8 +22,8 @@ import shutil
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 import yaml
@@ -67,15 +67,26 @@ def write_config(folder: Path, config: dict) -> Path:
 
 def snakemake_command(workdir: Path, *args: str, cores: int = 2) -> list[str]:
     """The real snakemake on the repo's Snakefile in `workdir` with `workdir/config.yaml`."""
-    return [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(workdir / "config.yaml"), "--cores", str(cores), *args]
+    return [
+        *SNAKEMAKE,
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        str(cores),
+        *args,
+    ]
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess:
     """Run `snakemake_command` and fail with its output tail unless it succeeds (or `check` is off)."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    done = subprocess.run(snakemake_command(workdir, *args), cwd=workdir, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    done = subprocess.run(
+        snakemake_command(workdir, *args), cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env
+    )
     if check and done.returncode != 0:
         raise AssertionError(f"snakemake failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}")
     return done
@@ -178,7 +189,7 @@ def _groups(item: pytest.Item) -> set[str]:
         if not defs:
             continue
         fixturedef = defs[-1]
-        source = Path(getattr(fixturedef.func, "__code__", None) and fixturedef.func.__code__.co_filename or "")
+        source = Path((getattr(fixturedef.func, "__code__", None) and fixturedef.func.__code__.co_filename) or "")
         if fixturedef.scope in SHARED_FIXTURE_SCOPES and source.name.startswith("test_"):
             groups.add(f"{source.stem}.{name}")
     return groups
@@ -187,7 +198,9 @@ def _groups(item: pytest.Item) -> set[str]:
 def _group_suffix(item: pytest.Item) -> None:
     """What xdist's --dist loadgroup does with the xdist_group marks (node id `<id>@<group>`, one worker per
     group), for pytest >= 9, where node ids live in `_id` and xdist <= 3.8's `item._nodeid = ...` is lost."""
-    names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")})
+    names = sorted(
+        {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")}
+    )
     if names and hasattr(item, "_id") and not item.nodeid.endswith("@" + "_".join(names)):
         from _pytest.nodeid import coerce_node_id
 

@@ -20,9 +20,19 @@ from pathlib import Path
 import websocket
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", "--remote-debugging-port=0", "--remote-allow-origins=*"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--remote-debugging-port=0",
+    "--remote-allow-origins=*",
+]
 
 
 @dataclass
@@ -79,21 +89,33 @@ def render(path: Path, script: str = "null", width: int = 1280) -> Page:
     """Load `path` (file://), evaluate `script`, capture the full page as PNG and as a printed PDF."""
     page = Page()
     with tempfile.TemporaryDirectory() as profile:
-        process = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        process = subprocess.Popen(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         try:
             session = _Session(_debugger_url(Path(profile), process))
             for domain in ("Page", "Network", "Runtime", "Log"):
                 session.call(f"{domain}.enable")
-            session.call("Emulation.setDeviceMetricsOverride", width=width, height=800, deviceScaleFactor=1, mobile=False)
+            session.call(
+                "Emulation.setDeviceMetricsOverride", width=width, height=800, deviceScaleFactor=1, mobile=False
+            )
             session.events.clear()
             session.call("Page.navigate", url=Path(path).resolve().as_uri())
             session.wait_for("Page.loadEventFired")
-            page.values = json.loads(session.call("Runtime.evaluate", expression=f"JSON.stringify({script})",
-                                                  returnByValue=True)["result"]["value"])
+            page.values = json.loads(
+                session.call("Runtime.evaluate", expression=f"JSON.stringify({script})", returnByValue=True)["result"][
+                    "value"
+                ]
+            )
             height = session.call("Page.getLayoutMetrics")["cssContentSize"]["height"]
-            shot = session.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
-                                clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1})
+            shot = session.call(
+                "Page.captureScreenshot",
+                format="png",
+                captureBeyondViewport=True,
+                clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+            )
             page.screenshot = base64.b64decode(shot["data"])
             page.pdf = base64.b64decode(session.call("Page.printToPDF")["data"])
             for event in session.events:

@@ -38,7 +38,7 @@ class BatchAware(nn.Module):
 class BadBlocks(TwoLayerNet):
     """Names a block it does not have."""
 
-    block_names = ["body", "missing"]
+    block_names = ["body", "missing"]  # noqa: RUF012 (written as a user would)
     head_name = "out"
 
 

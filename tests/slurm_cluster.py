@@ -11,6 +11,7 @@ so job ids restart at 1. Daemons are only ever stopped through their pid files.
     ...  snakemake --profile <profile> ...
     cluster.stop()                             # cancels jobs, stops daemons, copies logs
 """
+
 from __future__ import annotations
 
 import os
@@ -20,9 +21,9 @@ import socket
 import stat
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
@@ -39,8 +40,21 @@ DAEMONS = [
     ("mariadbd", Path("/run/mysqld/mysqld.pid"), LOGS / "mariadb.log"),
     ("munged", Path("/run/munge/munged.pid"), Path("/var/log/munge/munged.log")),
 ]
-BINARIES = ["munged", "munge", "mariadbd", "mariadb", "slurmdbd", "slurmctld", "slurmd",
-            "sbatch", "squeue", "sacct", "sacctmgr", "sinfo", "scancel"]
+BINARIES = [
+    "munged",
+    "munge",
+    "mariadbd",
+    "mariadb",
+    "slurmdbd",
+    "slurmctld",
+    "slurmd",
+    "sbatch",
+    "squeue",
+    "sacct",
+    "sacctmgr",
+    "sinfo",
+    "scancel",
+]
 
 
 class ClusterError(RuntimeError):
@@ -85,8 +99,9 @@ def _alive(pid: int) -> bool:
     reap orphans late, and a zombie leader can still have threads that are shutting down)."""
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
-        return any(Path(f"/proc/{pid}/task/{t}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
-                   for t in tasks)
+        return any(
+            Path(f"/proc/{pid}/task/{t}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX" for t in tasks
+        )
     except (OSError, IndexError):
         return False
 
@@ -177,8 +192,11 @@ def _configure(node: str, cpus: int, mem: int) -> None:
         FAKE_GPU.unlink(missing_ok=True)
         os.mknod(FAKE_GPU, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     (ETC / "gres.conf").write_text(f"AutoDetect=off\nNodeName={node} Name=gpu File={FAKE_GPU}\n")
-    (ETC / "slurm.conf").write_text((HERE / "slurm.conf.template").read_text().format(
-        cluster=CLUSTER_NAME, node=node, cpus=cpus, mem=mem, state=STATE, spool=SPOOL, logs=LOGS))
+    (ETC / "slurm.conf").write_text(
+        (HERE / "slurm.conf.template")
+        .read_text()
+        .format(cluster=CLUSTER_NAME, node=node, cpus=cpus, mem=mem, state=STATE, spool=SPOOL, logs=LOGS)
+    )
     dbd = ETC / "slurmdbd.conf"  # slurmdbd insists on owner slurm, mode 600
     dbd.write_text((HERE / "slurmdbd.conf.template").read_text().format(logs=LOGS, db_pass=DB_PASS))
     dbd.chmod(0o600)
@@ -210,12 +228,20 @@ def start_cluster(workdir: Path | str, timeout: float = 60) -> Cluster:
 
         os.makedirs("/run/mysqld", exist_ok=True)
         shutil.chown("/run/mysqld", "mysql", "mysql")
-        _run("sh", "-c", f"mariadbd --user=mysql --bind-address=127.0.0.1 --pid-file={DAEMONS[3][1]} "
-             f"--innodb-buffer-pool-dump-at-shutdown=0 </dev/null >{logs['mariadbd']} 2>&1 &")
+        _run(
+            "sh",
+            "-c",
+            f"mariadbd --user=mysql --bind-address=127.0.0.1 --pid-file={DAEMONS[3][1]} "
+            f"--innodb-buffer-pool-dump-at-shutdown=0 </dev/null >{logs['mariadbd']} 2>&1 &",
+        )
         _wait(lambda: _ok("mariadb", "-e", "select 1"), "mariadbd", logs["mariadbd"], timeout)
-        _run("mariadb", "-e", "DROP DATABASE IF EXISTS slurm_acct_db; CREATE DATABASE slurm_acct_db; "
-             f"CREATE OR REPLACE USER 'slurm'@'localhost' IDENTIFIED BY '{DB_PASS}'; "
-             "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';")
+        _run(
+            "mariadb",
+            "-e",
+            "DROP DATABASE IF EXISTS slurm_acct_db; CREATE DATABASE slurm_acct_db; "
+            f"CREATE OR REPLACE USER 'slurm'@'localhost' IDENTIFIED BY '{DB_PASS}'; "
+            "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';",
+        )
 
         _run("slurmdbd")
         _wait(lambda: _ok("sacctmgr", "-n", "list", "cluster"), "slurmdbd", logs["slurmdbd"], timeout)
@@ -223,12 +249,16 @@ def start_cluster(workdir: Path | str, timeout: float = 60) -> Cluster:
 
         _run("slurmctld")
         _run("slurmd")
-        state = lambda: _run("sinfo", "-h", "-n", node, "-o", "%T", check=False).stdout.strip()
+
+        def state():
+            return _run("sinfo", "-h", "-n", node, "-o", "%T", check=False).stdout.strip()
+
         try:
             _wait(lambda: state() == "idle", f"node {node} (idle)", logs["slurmctld"], timeout)
         except ClusterError as e:
-            raise ClusterError(f"{e}\n{_tail(logs['slurmd'])}\n"
-                               + _run("scontrol", "show", "node", node, check=False).stdout) from None
+            raise ClusterError(
+                f"{e}\n{_tail(logs['slurmd'])}\n" + _run("scontrol", "show", "node", node, check=False).stdout
+            ) from None
     except subprocess.CalledProcessError as e:
         cluster.stop()
         raise ClusterError(f"{' '.join(e.cmd)} failed (rc {e.returncode}): {e.stderr}{e.stdout}") from None
@@ -253,6 +283,7 @@ def write_test_profile(dest: Path | str, cluster: Cluster) -> Path:
                 resources[key] = min(resources[key], cap)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / "config.yaml").write_text(f"# generated from {SHIPPED_PROFILE} by {__file__}\n"
-                                      + yaml.safe_dump(profile, sort_keys=False))
+    (dest / "config.yaml").write_text(
+        f"# generated from {SHIPPED_PROFILE} by {__file__}\n" + yaml.safe_dump(profile, sort_keys=False)
+    )
     return dest

@@ -20,15 +20,20 @@ def main(snakefile: str, workdir: str, configfile: str) -> None:
     from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
 
     with SnakemakeApi(OutputSettings()) as api:
-        workflow_api = api.workflow(resource_settings=ResourceSettings(cores=1),
-                                    config_settings=ConfigSettings(configfiles=[Path(configfile)]),
-                                    snakefile=Path(snakefile), workdir=Path(workdir))
+        workflow_api = api.workflow(
+            resource_settings=ResourceSettings(cores=1),
+            config_settings=ConfigSettings(configfiles=[Path(configfile)]),
+            snakefile=Path(snakefile),
+            workdir=Path(workdir),
+        )
         workflow_api.dag(DAGSettings(forceall=True))
         workflow = workflow_api._workflow
         workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True, nolock=True)
         workflow._build_dag()
-        params = {f"{job.rule.name}:{sorted(job.wildcards_dict.items())}": workflow.persistence._params(job)
-                  for job in workflow.dag.jobs}
+        params = {
+            f"{job.rule.name}:{sorted(job.wildcards_dict.items())}": workflow.persistence._params(job)
+            for job in workflow.dag.jobs
+        }
         models = workflow.globals["get_evaluated_models"]()
     print("\nSTAGEWISE-PARAMS " + json.dumps({"params": params, "models": models}, sort_keys=True, default=str))
 

@@ -5,18 +5,23 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from stagewise import checkpoints
 from stagewise.errors import StagewiseError
 from stagewise.models.mlp import MLP
+from torch import nn
 
-META = {"architecture": "mlp", "params": {"in_features": 4, "out_features": 2, "hidden": [3]}, "feature_names": list("abcd"),
-        "label_names": ["x", "y"], "categories": {"batch": ["b1", "b2"]}}
+META = {
+    "architecture": "mlp",
+    "params": {"in_features": 4, "out_features": 2, "hidden": [3]},
+    "feature_names": list("abcd"),
+    "label_names": ["x", "y"],
+    "categories": {"batch": ["b1", "b2"]},
+}
 
 
 @pytest.fixture
@@ -66,14 +71,22 @@ def test_plain_state_dict(tmp_path, model, name):
 
 @pytest.mark.parametrize("key", checkpoints.WRAPPERS)
 def test_state_dict_inside_a_training_script_dict(tmp_path, model, key):
-    torch.save({key: model.state_dict(), "epoch": 7, "optimizer_state_dict": {"state": {}, "param_groups": []}}, tmp_path / "m.pt")
+    torch.save(
+        {key: model.state_dict(), "epoch": 7, "optimizer_state_dict": {"state": {}, "param_groups": []}},
+        tmp_path / "m.pt",
+    )
     loaded = checkpoints.load(tmp_path / "m.pt")
     assert same(loaded.state_dict, model.state_dict()) and key in loaded.origin
 
 
 def test_lightning_ckpt_prefix_stripped_and_hyper_parameters_kept(tmp_path, model):
-    lightning = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "pytorch-lightning_version": "2.4.0",
-                 "hyper_parameters": {"hidden": [3], "lr": 0.01}, "epoch": 3, "global_step": 30}
+    lightning = {
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        "pytorch-lightning_version": "2.4.0",
+        "hyper_parameters": {"hidden": [3], "lr": 0.01},
+        "epoch": 3,
+        "global_step": 30,
+    }
     torch.save(lightning, tmp_path / "last.ckpt")
     loaded = checkpoints.load(tmp_path / "last.ckpt")
     assert same(loaded.state_dict, model.state_dict())
@@ -94,7 +107,7 @@ def test_legacy_non_zip_torch_file(tmp_path, model):
 def test_zip_checkpoints_are_memory_mapped(tmp_path, model):
     checkpoints.save(tmp_path / "m.pt", model.state_dict(), META)
     loaded = checkpoints.load(tmp_path / "m.pt")
-    assert str(tmp_path / "m.pt") in open("/proc/self/maps").read()  # mapped, not read into memory
+    assert str(tmp_path / "m.pt") in Path("/proc/self/maps").read_text()  # mapped, not read into memory
     assert same(loaded.state_dict, model.state_dict())
 
 
@@ -117,7 +130,9 @@ def test_malicious_pickle_is_refused_and_its_payload_never_runs(tmp_path, writer
     with pytest.raises(StagewiseError, match="refused") as error:
         checkpoints.load(path)
     assert not marker.exists()
-    assert "safe_globals" not in str(error.value) and "allowlist" not in str(error.value)  # never taught to trust the payload
+    assert "safe_globals" not in str(error.value) and "allowlist" not in str(
+        error.value
+    )  # never taught to trust the payload
     pickle.loads(pickle.dumps(Payload(str(marker))))  # the payload is live: plain unpickling runs it
     assert marker.exists()
 
@@ -140,8 +155,13 @@ def test_wrong_formats_are_named(tmp_path):
         h5["X"] = np.zeros(3)
     torch.save([torch.zeros(2)], tmp_path / "list.pt")
     torch.save({"weights": 1, "epoch": 2}, tmp_path / "nodict.pt")
-    for name, what in [("notes.pt", "not a PyTorch file"), ("array.npy", "NumPy"), ("data.h5", "HDF5"),
-                       ("list.pt", "no state_dict found .a list"), ("nodict.pt", r"top-level keys \['weights', 'epoch'\]")]:
+    for name, what in [
+        ("notes.pt", "not a PyTorch file"),
+        ("array.npy", "NumPy"),
+        ("data.h5", "HDF5"),
+        ("list.pt", "no state_dict found .a list"),
+        ("nodict.pt", r"top-level keys \['weights', 'epoch'\]"),
+    ]:
         with pytest.raises(StagewiseError, match=rf"{name}: wrong format.*{what}"):
             checkpoints.load(tmp_path / name)
 

@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import yaml
-
 from conftest import REPO, TINY
 from stagewise import config as sw_config
 from stagewise.errors import StagewiseError
@@ -22,12 +21,15 @@ def test_defaults_are_filled_and_the_example_validates():
     assert "epochs" not in tiny["experiments"]["gradual"]["stages"][0]  # stages inherit, no defaults of their own
 
 
-@pytest.mark.parametrize("where,key", [
-    (("training",), "epochz"),
-    (("data", "target"), "val_fracton"),
-    (("experiments", "gradual", "stages", 0), "unfreeze_lst"),
-    ((), "experiment"),
-])
+@pytest.mark.parametrize(
+    "where,key",
+    [
+        (("training",), "epochz"),
+        (("data", "target"), "val_fracton"),
+        (("experiments", "gradual", "stages", 0), "unfreeze_lst"),
+        ((), "experiment"),
+    ],
+)
 def test_an_unknown_key_is_an_error_naming_it_and_its_path(where, key):
     config = copy.deepcopy(TINY)
     node = config
@@ -65,12 +67,17 @@ def test_a_stage_naming_another_optimizer_starts_that_mapping_afresh():
 
 def test_seeds_are_derived_per_stage_and_do_not_depend_on_other_experiments():
     config = sw_config.validate(TINY)
-    seeds = {sw_config.stage_config(config, name, i)["training"]["seed"]
-             for name in config["experiments"] for i in range(len(config["experiments"][name]["stages"]))}
+    seeds = {
+        sw_config.stage_config(config, name, i)["training"]["seed"]
+        for name in config["experiments"]
+        for i in range(len(config["experiments"][name]["stages"]))
+    }
     assert len(seeds) == 3
     more = copy.deepcopy(TINY)
     more["experiments"]["extra"] = {"stages": [{"name": "x"}]}
-    assert sw_config.stage_config(sw_config.validate(more), "gradual", 1) == sw_config.stage_config(config, "gradual", 1)
+    assert sw_config.stage_config(sw_config.validate(more), "gradual", 1) == sw_config.stage_config(
+        config, "gradual", 1
+    )
 
 
 def test_the_scratch_baseline_gets_the_longest_experiments_budget():
@@ -108,7 +115,9 @@ def test_a_config_that_is_not_a_mapping_is_an_error():
         sw_config.validate(["data", "model"])
     config = copy.deepcopy(TINY)
     config["experiments"] = {"a": ["not", "a", "mapping"]}
-    with pytest.raises(StagewiseError, match=r"config.experiments.a: \['not', 'a', 'mapping'\] is not of type 'object'"):
+    with pytest.raises(
+        StagewiseError, match=r"config.experiments.a: \['not', 'a', 'mapping'\] is not of type 'object'"
+    ):
         sw_config.validate(config)
 
 
@@ -123,12 +132,17 @@ def test_baseline_names_are_reserved(name):
 def test_metrics_and_monitors_are_checked_against_the_task_before_any_rule():
     config = copy.deepcopy(TINY)
     config["evaluation"] = {"metrics": ["accuracy", "rmse"]}
-    with pytest.raises(StagewiseError, match=r"test: evaluation.metrics: \['rmse'\] do not apply to task 'classification'"):
+    with pytest.raises(
+        StagewiseError, match=r"test: evaluation.metrics: \['rmse'\] do not apply to task 'classification'"
+    ):
         sw_config.validate(config, source="test")
     config = copy.deepcopy(TINY)
     config["experiments"]["fixed"]["stages"][0]["early_stopping"] = {"monitor": "val_rmse"}
-    with pytest.raises(StagewiseError, match=r"experiments.fixed.stages\[0\] \(\w+\).early_stopping.monitor: 'val_rmse' "
-                                             r"is not recorded for task 'classification'; choose from \['val_loss'"):
+    with pytest.raises(
+        StagewiseError,
+        match=r"experiments.fixed.stages\[0\] \(\w+\).early_stopping.monitor: 'val_rmse' "
+        r"is not recorded for task 'classification'; choose from \['val_loss'",
+    ):
         sw_config.validate(config)
     config["experiments"]["fixed"]["stages"][0]["early_stopping"] = {"monitor": "val_balanced_accuracy"}
     config["training"]["early_stopping"] = {"monitor": "train_loss"}

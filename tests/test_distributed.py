@@ -1,7 +1,8 @@
 """Data-parallel stages (`training.devices`): 2 gloo processes on CPU through real snakemake.
 
 One module-scoped set of runs of a two-stage experiment (head only, then everything) serves most tests:
-with 2 processes, again with 2 processes in a fresh folder, and with 1 process (pretrain: 2 processes in all). A kill test starts a long
+with 2 processes, again with 2 processes in a fresh folder, and with 1 process (pretrain: 2 processes in all). A kill
+test starts a long
 2-process stage and kills rank 1 mid-epoch. The SLURM test (2 tasks in one job) is in tests/test_slurm.py,
 next to the cluster it needs.
 """
@@ -21,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY, copy_run, snakemake, snakemake_command, write_config
 from stagewise import distributed, resources
 from stagewise.io import hdf5
@@ -34,10 +34,14 @@ OUTPUTS = ("model_best.pt", "model_last.pt", "history.tsv", "stage.json")
 
 def par_config(devices: int) -> dict:
     config = copy.deepcopy(TINY)
-    config["experiments"] = {"par": {"stages": [
-        {"name": "head", "train": ["head"], "optimizer": {"lr": 3.0e-3}, "devices": devices},
-        {"name": "all", "unfreeze_all": True, "devices": devices},
-    ]}}
+    config["experiments"] = {
+        "par": {
+            "stages": [
+                {"name": "head", "train": ["head"], "optimizer": {"lr": 3.0e-3}, "devices": devices},
+                {"name": "all", "unfreeze_all": True, "devices": devices},
+            ]
+        }
+    }
     config["pretrained"]["training"]["devices"] = 2  # pretrain too (the same in every run: one start model)
     config["evaluation"] = {"baselines": []}
     return config
@@ -75,10 +79,14 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_shards_are_contiguous_disjoint_and_balanced():
-    for n in range(0, 40):
+    for n in range(40):
         for world in (1, 2, 3, 4):
             parts = [distributed.shard(n, r, world) for r in range(world)]
-            assert [p.start for p in parts[1:]] == [p.stop for p in parts[:-1]] and parts[0].start == 0 and parts[-1].stop == n
+            assert (
+                [p.start for p in parts[1:]] == [p.stop for p in parts[:-1]]
+                and parts[0].start == 0
+                and parts[-1].stop == n
+            )
             sizes = [p.stop - p.start for p in parts]
             assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
 
@@ -89,12 +97,26 @@ def test_batches_shards_cut_the_one_process_batches(tmp_path, monkeypatch):
     X = rng.normal(size=(203, 8)).astype(np.float32)
     X[:, 0] = np.arange(203)
     path = str(tmp_path / "s.h5")
-    hdf5.write(path, hdf5.Split(X, rng.integers(0, 2, 203), [f"f{i}" for i in range(8)], ["a", "b"],
-                                [f"s{i}" for i in range(203)]), "train", "test")
+    hdf5.write(
+        path,
+        hdf5.Split(X, rng.integers(0, 2, 203), [f"f{i}" for i in range(8)], ["a", "b"], [f"s{i}" for i in range(203)]),
+        "train",
+        "test",
+    )
     for in_memory in ("true", "false"):
-        whole = [x[:, 0].numpy() for x, _, _ in Batches(path, 16, shuffle=True, seed=3, in_memory=in_memory, window=2).epoch(2)]
-        ranks = [[x[:, 0].numpy() for x, _, _ in Batches(path, 16, shuffle=True, seed=3, in_memory=in_memory, window=2)
-                  .shard(r, 3).epoch(2)] for r in range(3)]
+        whole = [
+            x[:, 0].numpy()
+            for x, _, _ in Batches(path, 16, shuffle=True, seed=3, in_memory=in_memory, window=2).epoch(2)
+        ]
+        ranks = [
+            [
+                x[:, 0].numpy()
+                for x, _, _ in Batches(path, 16, shuffle=True, seed=3, in_memory=in_memory, window=2)
+                .shard(r, 3)
+                .epoch(2)
+            ]
+            for r in range(3)
+        ]
         assert all(len(r) == len(whole) for r in ranks)  # every rank steps once per global batch
         for b, batch in enumerate(whole):
             np.testing.assert_array_equal(np.concatenate([r[b] for r in ranks]), batch)  # disjoint, in order
@@ -106,7 +128,12 @@ def test_slurm_layout_of_a_stage():
     assert resources.slurm_layout(base | {"device": "cpu"}, 2) == {"gpu": None}
     four = resources.slurm_layout(base | {"devices": 4, "nodes": 2}, 3)
     assert {k: v for k, v in four.items() if v is not None} == {
-        "mpi": "srun", "nodes": 2, "tasks_per_node": 4, "cpus_per_task": 3, "gres": "gpu:4"}
+        "mpi": "srun",
+        "nodes": 2,
+        "tasks_per_node": 4,
+        "cpus_per_task": 3,
+        "gres": "gpu:4",
+    }
     one_per_node = resources.slurm_layout(base | {"nodes": 3}, 1)
     assert one_per_node["tasks"] == 3 and one_per_node["tasks_per_gpu"] == 1 and one_per_node["tasks_per_node"] is None
     cpu = resources.slurm_layout(base | {"devices": 2, "device": "cpu"}, 1)
@@ -139,8 +166,12 @@ def test_two_processes_only_rank_0_writes_and_a_second_run_is_bitwise_identical(
         assert sorted(p.name for p in folder.iterdir()) == sorted(OUTPUTS)  # no launch spec or rank files left behind
         for name in ("model_best.pt", "model_last.pt"):
             assert (folder / name).read_bytes() == (again / STAGES / stage / name).read_bytes(), (stage, name)
-        timeless = [{k: v for k, v in row.items() if k not in ("seconds", "samples_per_s")} for row in history(two, stage)]
-        assert timeless == [{k: v for k, v in row.items() if k not in ("seconds", "samples_per_s")} for row in history(again, stage)]
+        timeless = [
+            {k: v for k, v in row.items() if k not in ("seconds", "samples_per_s")} for row in history(two, stage)
+        ]
+        assert timeless == [
+            {k: v for k, v in row.items() if k not in ("seconds", "samples_per_s")} for row in history(again, stage)
+        ]
         info = json.loads((folder / "stage.json").read_text())
         assert info["processes"] == 2 and info["effective_config"]["training"]["devices"] == 2
         ranks = info["freeze_audit"]["ranks"]
@@ -148,7 +179,9 @@ def test_two_processes_only_rank_0_writes_and_a_second_run_is_bitwise_identical(
         assert ranks[0]["state_sha256"] == ranks[1]["state_sha256"]  # every rank ends with the same weights
         log = (two / "logs" / "finetune" / "par" / f"{stage}.log").read_text()
         assert "2 processes (2 per node × 1 node, local)" in log and "[rank 1]" in log
-        assert "val_loss" not in "".join(line for line in log.splitlines() if line.startswith("[rank 1]"))  # rank 0 validates
+        assert "val_loss" not in "".join(
+            line for line in log.splitlines() if line.startswith("[rank 1]")
+        )  # rank 0 validates
 
 
 @pytest.mark.e2e
@@ -189,8 +222,11 @@ def _rank_pid(workdir: Path, rank: int) -> int | None:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"stagewise.distributed" in cmdline and any(str(workdir).encode() in a for a in cmdline) \
-                and f"STAGEWISE_RANK={rank}".encode() in environ:
+        if (
+            b"stagewise.distributed" in cmdline
+            and any(str(workdir).encode() in a for a in cmdline)
+            and f"STAGEWISE_RANK={rank}".encode() in environ
+        ):
             return int(pid)
     return None
 
@@ -202,11 +238,17 @@ def test_a_killed_rank_fails_the_stage_quickly_naming_it(runs, tmp_path):
     config["experiments"]["long"] = {"stages": [{"name": "all", "unfreeze_all": True, "devices": 2, "epochs": 100000}]}
     write_config(work, config)
     log = work / "logs" / "finetune" / "long" / "1_all.log"
-    proc = subprocess.Popen(snakemake_command(work, "results/long/stages/1_all/model_best.pt"), cwd=work, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONHASHSEED": "0"})
+    proc = subprocess.Popen(
+        snakemake_command(work, "results/long/stages/1_all/model_best.pt"),
+        cwd=work,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
     try:
         end = time.monotonic() + 240
-        while not (log.exists() and "it/s" in log.read_text() or "s/it" in (log.read_text() if log.exists() else "")):
+        while not ((log.exists() and "it/s" in log.read_text()) or "s/it" in (log.read_text() if log.exists() else "")):
             assert time.monotonic() < end and proc.poll() is None, "the long stage did not start training"
             time.sleep(0.5)
         pid = _rank_pid(work, 1)

@@ -6,7 +6,6 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-
 from stagewise.entry import run_step
 
 
@@ -23,5 +22,9 @@ def test_an_unexpected_exception_is_one_paragraph_and_the_traceback_goes_to_the_
         run_step(step, _rule(tmp_path))
     assert exit_.value.code == 1
     err = capsys.readouterr().err
-    assert "unexpected RuntimeError in rule finetune: mat1 and mat2" in err and "rule.log" in err and "Traceback" not in err
+    assert (
+        "unexpected RuntimeError in rule finetune: mat1 and mat2" in err
+        and "rule.log" in err
+        and "Traceback" not in err
+    )
     assert "Traceback" in (tmp_path / "rule.log").read_text()

@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
 from conftest import REPO, snakemake
 from stagewise import checkpoints, cli, config, training
 from stagewise.errors import StagewiseError
@@ -26,11 +25,27 @@ pytestmark = pytest.mark.e2e
 
 FAST = {"evaluation": {"bootstrap": 20}}
 OVERRIDES = {
-    "dnnbrain": {"data": {"source": {"train_per_class": 50}}, "pretrained": {"training": {"epochs": 3}}, "training": {"epochs": 3}},
-    "openspliceai": {"data": {"source": {"rows": [0, 300]}}, "model": {"params": {"channels": 8}},
-                     "pretrained": {"training": {"epochs": 1}, "locked": []}, "training": {"epochs": 2}},
-    "preffect": {"data": {"source": {"rows": [0, 500]}}, "pretrained": {"training": {"epochs": 3}}, "training": {"epochs": 3}},
-    "scarches": {"data": {"source": {"rows": [0, 600]}}, "pretrained": {"training": {"epochs": 3}}, "training": {"epochs": 3}},
+    "dnnbrain": {
+        "data": {"source": {"train_per_class": 50}},
+        "pretrained": {"training": {"epochs": 3}},
+        "training": {"epochs": 3},
+    },
+    "openspliceai": {
+        "data": {"source": {"rows": [0, 300]}},
+        "model": {"params": {"channels": 8}},
+        "pretrained": {"training": {"epochs": 1}, "locked": []},
+        "training": {"epochs": 2},
+    },
+    "preffect": {
+        "data": {"source": {"rows": [0, 500]}},
+        "pretrained": {"training": {"epochs": 3}},
+        "training": {"epochs": 3},
+    },
+    "scarches": {
+        "data": {"source": {"rows": [0, 600]}},
+        "pretrained": {"training": {"epochs": 3}},
+        "training": {"epochs": 3},
+    },
     "plugin": {"pretrained": {"training": {"epochs": 2}}, "training": {"epochs": 2}},
     "physicsml": {"training": {"epochs": 3}},
 }
@@ -79,9 +94,14 @@ def test_generated_data_is_deterministic(tmp_path):
 def test_regression_targets_are_prepared_as_numbers(tmp_path):
     from stagewise.steps import prepare
 
-    spec = config.validate({"data": {"target": {"train": str(tmp_path / "t.csv"), "label": "energy"}},
-                            "model": {"task": "regression"}, "pretrained": {"checkpoint": "x.pt"},
-                            "experiments": {"e": {"stages": [{"name": "s"}]}}})
+    spec = config.validate(
+        {
+            "data": {"target": {"train": str(tmp_path / "t.csv"), "label": "energy"}},
+            "model": {"task": "regression"},
+            "pretrained": {"checkpoint": "x.pt"},
+            "experiments": {"e": {"stages": [{"name": "s"}]}},
+        }
+    )
     outputs = {k: str(tmp_path / f"{k}.h5") for k in ("train", "val", "test")} | {"summary": str(tmp_path / "s.json")}
     rows = "\n".join(f"{i * 0.1},{i * 0.5 - 3.25}" for i in range(40))
     (tmp_path / "t.csv").write_text("d0,energy\n" + rows + "\n")
@@ -177,7 +197,9 @@ def test_plugin_example_class_from_the_project_folder(tmp_path):
 def test_physicsml_match_renamed_modules_then_stages_with_own_optimizer(tmp_path):
     results = run_example("physicsml", tmp_path)
     report = json.loads((results / "compatibility.json").read_text())
-    assert report["format"].startswith("Lightning checkpoint") and report["mappings"]["match"] == {"backbone": "encoder"}
+    assert report["format"].startswith("Lightning checkpoint") and report["mappings"]["match"] == {
+        "backbone": "encoder"
+    }
     start = checkpoints.load(results / "start/model.pt")
     foreign = torch.load(tmp_path / "data/dft_model.ckpt", weights_only=True)["state_dict"]
     assert torch.equal(start.state_dict["encoder.1.linear.weight"], foreign["model.backbone.1.linear.weight"])

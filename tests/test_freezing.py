@@ -5,14 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from stagewise import config, freezing, optim, training
 from stagewise.errors import StagewiseError
 from stagewise.io.hdf5 import Split
 from stagewise.models import build
 
-BASE = {"data": {"target": {"train": "x"}}, "model": {}, "pretrained": {"checkpoint": "x"},
-        "experiments": {"e": {"stages": [{"name": "s"}]}}}
+BASE = {
+    "data": {"target": {"train": "x"}},
+    "model": {},
+    "pretrained": {"checkpoint": "x"},
+    "experiments": {"e": {"stages": [{"name": "s"}]}},
+}
 
 
 def settings(**training) -> dict:
@@ -29,8 +32,15 @@ def splits(n_features: int = 6, covariates: bool = False) -> tuple[Split, Split]
     cats = {"batch": ["b0", "b1"]} if covariates else {}
 
     def part(rows: slice) -> Split:
-        return Split(X[rows], y[rows], [f"f{i}" for i in range(n_features)], ["a", "b"],
-                     [str(i) for i in range(64)][rows], {k: v[rows] for k, v in cov.items()}, cats)
+        return Split(
+            X[rows],
+            y[rows],
+            [f"f{i}" for i in range(n_features)],
+            ["a", "b"],
+            [str(i) for i in range(64)][rows],
+            {k: v[rows] for k, v in cov.items()},
+            cats,
+        )
 
     return part(slice(0, 48)), part(slice(48, 64))
 
@@ -71,7 +81,7 @@ def test_optimizer_holds_only_the_trainable_parameters():
 
 
 def test_head_trains_under_unfreeze_last_unless_frozen_by_name():
-    _, after, result = run(mlp(), {"unfreeze_last": 1}, optimizer={"lr": 0.05})
+    _, _after, result = run(mlp(), {"unfreeze_last": 1}, optimizer={"lr": 0.05})
     assert result.audit["modules"]["head"]["frozen"] == 0 and result.audit["modules"]["encoder.0"]["trainable"] == 0
     model = mlp()
     selection = freezing.select(model, {"unfreeze_last": 1, "freeze": ["head"]}, [], {}, "stage")
@@ -87,13 +97,16 @@ def test_unfreeze_all_globs_and_no_policy_train_everything():
     assert globbed == {n for n in every if ".norm." in n or n.startswith("head.")}
 
 
-@pytest.mark.parametrize("policy, message", [
-    ({"train": ["encoder.9"]}, "stage.train: 'encoder.9' matches no module"),
-    ({"train": ["new"]}, "'new' selects nothing"),
-    ({"unfreeze_last": 5}, "stage.unfreeze_last: 5 but the model has 2 blocks"),
-    ({"train": ["head"], "freeze": ["head"]}, "nothing trains in this stage"),
-    ({"unfreeze_all": True, "freeze": ["encoder", "head"]}, "nothing trains in this stage"),
-])
+@pytest.mark.parametrize(
+    "policy, message",
+    [
+        ({"train": ["encoder.9"]}, "stage.train: 'encoder.9' matches no module"),
+        ({"train": ["new"]}, "'new' selects nothing"),
+        ({"unfreeze_last": 5}, "stage.unfreeze_last: 5 but the model has 2 blocks"),
+        ({"train": ["head"], "freeze": ["head"]}, "nothing trains in this stage"),
+        ({"unfreeze_all": True, "freeze": ["encoder", "head"]}, "nothing trains in this stage"),
+    ],
+)
 def test_bad_policies_are_errors_naming_the_key(policy, message):
     with pytest.raises(StagewiseError, match=message.replace("(", r"\(").replace("[", r"\[")):
         freezing.select(mlp(), policy, [], {}, "stage")
@@ -106,8 +119,13 @@ def test_train_new_changes_only_the_new_columns_bitwise(as_tensor):
     weight = "encoder.0.linear.weight"
     spec = torch.zeros(8, 8, dtype=torch.bool).index_fill_(1, torch.tensor([6, 7]), True) if as_tensor else [[6, 8]]
     masks = freezing.entry_masks(model, {weight: spec})
-    before, after, result = run(model, {"train": ["new"], "freeze": ["head"]}, masks=masks,
-                                optimizer={"lr": 0.05, "weight_decay": 0.5}, grad_clip=1.0)
+    before, after, result = run(
+        model,
+        {"train": ["new"], "freeze": ["head"]},
+        masks=masks,
+        optimizer={"lr": 0.05, "weight_decay": 0.5},
+        grad_clip=1.0,
+    )
     for name in before:
         if name != weight:
             assert torch.equal(before[name], after[name]), name
@@ -123,12 +141,15 @@ def test_a_parameter_named_by_module_trains_whole_even_if_partly_new():
     assert freezing.select(model, {"train": ["new", "encoder.0"]}, [], masks, "s").masks == {}
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"nope.weight": [[0, 1]]}, "'nope.weight' is not a parameter"),
-    ({"head.bias": [[0, 1]]}, "rank >= 2"),
-    ({"head.weight": [[2, 9]]}, r"column range \[2, 9\) outside 0..4"),
-    ({"head.weight": torch.ones(3, dtype=torch.bool)}, "bool tensor of shape"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"nope.weight": [[0, 1]]}, "'nope.weight' is not a parameter"),
+        ({"head.bias": [[0, 1]]}, "rank >= 2"),
+        ({"head.weight": [[2, 9]]}, r"column range \[2, 9\) outside 0..4"),
+        ({"head.weight": torch.ones(3, dtype=torch.bool)}, "bool tensor of shape"),
+    ],
+)
 def test_bad_masks_are_errors(spec, message):
     with pytest.raises(StagewiseError, match=message):
         freezing.entry_masks(mlp(), spec)

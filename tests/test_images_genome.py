@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
-
 from conftest import snakemake, write_config
+from PIL import Image
 from stagewise import config
 from stagewise.errors import StagewiseError
 from stagewise.io import genome, hdf5, images, readers
@@ -20,8 +19,12 @@ SPLITS = ("train", "val", "test")
 
 
 def _spec(dataset: dict, task: str = "classification") -> dict:
-    cfg = {"data": {"target": dataset}, "model": {"task": task}, "pretrained": {"checkpoint": "x.pt"},
-           "experiments": {"e": {"stages": [{"name": "s"}]}}}
+    cfg = {
+        "data": {"target": dataset},
+        "model": {"task": task},
+        "pretrained": {"checkpoint": "x.pt"},
+        "experiments": {"e": {"stages": [{"name": "s"}]}},
+    }
     return config.validate(cfg)["data"]["target"]
 
 
@@ -44,6 +47,7 @@ def _all(prepared: dict) -> dict[str, tuple[np.ndarray, str]]:
 
 
 # ---------------------------------------------------------------- images
+
 
 def _grey(path: Path, value: int, size=(6, 4), mode="L") -> np.ndarray:
     """An image whose pixel (x, y) is value + x + 10 y (width x height = size); returns its pixels."""
@@ -79,14 +83,22 @@ def test_image_table_relative_paths_resize_crop_rgb_and_given_normalisation(tmp_
     made = _folder(tmp_path / "stim", per_class=4, size=(8, 8))
     lines = ["path,label"] + [f"stim/{k},{'a' if k.startswith('cat') else 'b'}" for k in sorted(made)]
     (tmp_path / "table.csv").write_text("\n".join(lines) + "\n")
-    options = {"resize": [6, 6], "crop": [4, 2], "channels": "rgb", "resample": "nearest",
-               "normalize": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
-    prepared = _prepare(tmp_path, {"train": str(tmp_path / "table.csv"), "images": options, "test_fraction": 0.25,
-                                   "val_fraction": 0.34})
+    options = {
+        "resize": [6, 6],
+        "crop": [4, 2],
+        "channels": "rgb",
+        "resample": "nearest",
+        "normalize": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+    }
+    prepared = _prepare(
+        tmp_path, {"train": str(tmp_path / "table.csv"), "images": options, "test_fraction": 0.25, "val_fraction": 0.34}
+    )
     rows = _all(prepared)
     assert prepared["train"].X.shape[1:] == (3, 4, 2)
     for sample, (X, label) in rows.items():
-        image = Image.fromarray(made[sample.removeprefix("stim/")].astype(np.uint8)).resize((6, 6), Image.Resampling.NEAREST)
+        image = Image.fromarray(made[sample.removeprefix("stim/")].astype(np.uint8)).resize(
+            (6, 6), Image.Resampling.NEAREST
+        )
         expected = (np.asarray(image, np.float32)[1:5, 2:4] / 255.0 - 0.5) / 0.25  # the centre 4 x 2
         assert all(np.allclose(X[c], expected, atol=1e-5) for c in range(3))  # grey replicated to RGB
         assert label == ("a" if "cat/" in sample else "b")
@@ -108,8 +120,11 @@ def test_jpeg_tiff_colour_and_16_bit(tmp_path):
         (root / "colour").mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((4, 6, 3), [200, 100, 50], np.uint8)).save(root / "colour" / f"{i}.jpg", quality=100)
         _grey(root / "deep" / f"{i}.tiff", 1000 * (i + 1), mode="I;16")
-    prepared = _prepare(tmp_path, {"train": str(root), "images": {"channels": "rgb"}, "test_fraction": 0.34,
-                                   "val_fraction": 0.5}, split=False)
+    prepared = _prepare(
+        tmp_path,
+        {"train": str(root), "images": {"channels": "rgb"}, "test_fraction": 0.34, "val_fraction": 0.5},
+        split=False,
+    )
     rows = _all(prepared)
     X, _ = rows["colour/0.jpg"]
     assert X.shape == (3, 4, 6) and np.allclose(X[:, 0, 0], [200 / 255, 100 / 255, 50 / 255], atol=0.02)
@@ -142,7 +157,11 @@ def test_image_errors_name_the_file(tmp_path):
     _grey(root / "dog" / "1.png", 0, size=(7, 4))
     with pytest.raises(StagewiseError, match=r"dog/1\.png: image is 7x4 .* need data.\*.images.resize"):
         _prepare(tmp_path, {"train": str(root)}, split=False)
-    assert _prepare(tmp_path, {"train": str(root), "images": {"resize": [4, 6]}}, split=False)["train"].X.shape[1:] == (1, 4, 6)
+    assert _prepare(tmp_path, {"train": str(root), "images": {"resize": [4, 6]}}, split=False)["train"].X.shape[1:] == (
+        1,
+        4,
+        6,
+    )
     (root / "bird").mkdir()
     with pytest.raises(StagewiseError, match=r"bird: class folder with no images"):
         _prepare(tmp_path, {"train": str(root)}, split=False)
@@ -219,13 +238,18 @@ def _sequences() -> dict[str, str]:
     return seqs
 
 
-def _write_genome(folder: Path, annotation: str = GFF3, name: str = "ann.gff3", bgzip: bool = False) -> tuple[Path, Path]:
+def _write_genome(
+    folder: Path, annotation: str = GFF3, name: str = "ann.gff3", bgzip: bool = False
+) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    text = "".join(f">{k} description\n" + "\n".join(v[i:i + 32] for i in range(0, len(v), 32)) + "\n"
-                   for k, v in _sequences().items())
+    text = "".join(
+        f">{k} description\n" + "\n".join(v[i : i + 32] for i in range(0, len(v), 32)) + "\n"
+        for k, v in _sequences().items()
+    )
     fasta = folder / ("genome.fa.gz" if bgzip else "genome.fa")
     if bgzip:
         from Bio import bgzf
+
         with bgzf.BgzfWriter(str(fasta), "wb") as handle:
             handle.write(text.encode())
     else:
@@ -255,15 +279,16 @@ def _expected_window(contig: str, lo: int, strand: str) -> np.ndarray:
     """The one-hot input of the window whose labelled part starts at 0-based `lo`, padded with zeros off the contig."""
     seq, half = _sequences()[contig], CONTEXT // 2
     padded = "-" * half + seq + "-" * (WINDOW + half)
-    part = _one_hot(padded[lo:lo + WINDOW + CONTEXT])  # `lo - half` in the padded coordinates is `lo`
+    part = _one_hot(padded[lo : lo + WINDOW + CONTEXT])  # `lo - half` in the padded coordinates is `lo`
     return part[::-1, ::-1] if strand == "-" else part
 
 
 def test_splice_sites_by_hand_both_strands_padding_and_sequence(tmp_path):
     rows = _all(_genome(tmp_path))  # the longest transcript per gene, protein-coding only
     starts = {"gene1": [2, 52, 102], "gene2": [50, 0]}  # gene1 from its 5' end at 3 (1-based); gene2 from 100 down
-    expected_ids = [f"gene1:chr1:{s + 1}-{s + WINDOW}:+" for s in starts["gene1"]] + \
-                   [f"gene2:chr2:{s + 1}-{s + WINDOW}:-" for s in starts["gene2"]]
+    expected_ids = [f"gene1:chr1:{s + 1}-{s + WINDOW}:+" for s in starts["gene1"]] + [
+        f"gene2:chr2:{s + 1}-{s + WINDOW}:-" for s in starts["gene2"]
+    ]
     assert sorted(rows) == sorted(expected_ids)  # chr3's lncRNA gene is not protein-coding
     labels = {sample: np.flatnonzero(y).tolist() for sample, (_, y) in rows.items()}
     kinds = {sample: y[y > 0].tolist() for sample, (_, y) in rows.items()}
@@ -280,7 +305,7 @@ def test_splice_sites_by_hand_both_strands_padding_and_sequence(tmp_path):
     first, last = rows["gene1:chr1:3-52:+"][0], rows["gene1:chr1:103-152:+"][0]
     assert not first[:8].any() and first[8].any()  # 8 bases before the contig's start are padding
     assert not last[-12:].any() and last[-13].any()  # 12 bases after its end (150) are padding
-    assert not first[10 + 48:10 + 52].any()  # the NNNN at 51-54 (1-based): zeros
+    assert not first[10 + 48 : 10 + 52].any()  # the NNNN at 51-54 (1-based): zeros
 
 
 def test_isoforms_biotypes_gtf_and_bgzip(tmp_path):
@@ -318,14 +343,16 @@ def test_chromosome_split_and_validation_fraction(tmp_path):
 def test_genome_errors_name_file_and_line(tmp_path):
     fasta, annotation = _write_genome(tmp_path / "g")
     lines = GFF3.splitlines()
-    annotation.write_text("\n".join(lines[:4] + ["chr1\tt\texon\t61\t80\t.\t+\tParent=tx1"] + lines[5:]) + "\n")
+    annotation.write_text("\n".join([*lines[:4], "chr1\tt\texon\t61\t80\t.\t+\tParent=tx1", *lines[5:]]) + "\n")
     with pytest.raises(StagewiseError, match=r"ann\.gff3:5: expected 9 tab-separated columns"):
         _genome(tmp_path, fasta=fasta, annotation=annotation)
     annotation.write_text(GFF3.replace("\t61\t80\t", "\tsixty\t80\t"))
     with pytest.raises(StagewiseError, match=r"ann\.gff3:5: start and end .* must be integers"):
         _genome(tmp_path, fasta=fasta, annotation=annotation)
-    annotation.write_text(GFF3 + "chr9\tt\tgene\t1\t50\t.\t+\t.\tID=g9;gene_biotype=protein_coding\n"
-                                 "chr9\tt\texon\t1\t50\t.\t+\t.\tParent=g9\n")
+    annotation.write_text(
+        GFF3 + "chr9\tt\tgene\t1\t50\t.\t+\t.\tID=g9;gene_biotype=protein_coding\n"
+        "chr9\tt\texon\t1\t50\t.\t+\t.\tParent=g9\n"
+    )
     with pytest.raises(StagewiseError, match=r"contig\(s\) \['chr9'\] are not in the FASTA"):
         _genome(tmp_path, fasta=fasta, annotation=annotation)
     annotation.write_text(GFF3.replace("gene_biotype=protein_coding", "note=x").replace("mRNA", "transcript"))
@@ -338,22 +365,35 @@ def test_genome_errors_name_file_and_line(tmp_path):
 
 # ---------------------------------------------------------------- end to end
 
-E2E_TRAINING = {"pretrained": {"checkpoint": None, "training": {"epochs": 1}}, "training": {"epochs": 1, "batch_size": 8},
-                "evaluation": {"bootstrap": 0, "baselines": []}}
+E2E_TRAINING = {
+    "pretrained": {"checkpoint": None, "training": {"epochs": 1}},
+    "training": {"epochs": 1, "batch_size": 8},
+    "evaluation": {"bootstrap": 0, "baselines": []},
+}
 
 
 @pytest.mark.e2e
 def test_image_table_with_auto_normalisation_end_to_end(tmp_path):
     """A DNNBrain-style stimulus table (paths and labels) and a class folder, through the whole workflow."""
     made = _folder(tmp_path / "data" / "stim", per_class=8, size=(8, 8))
-    (tmp_path / "data" / "stim.tsv").write_text("stimID\tcategory\n" + "".join(
-        f"stim/{k}\t{k.split('/')[0]}\n" for k in sorted(made)))
+    (tmp_path / "data" / "stim.tsv").write_text(
+        "stimID\tcategory\n" + "".join(f"stim/{k}\t{k.split('/')[0]}\n" for k in sorted(made))
+    )
     images_cfg = {"resize": 8, "normalize": "auto"}
-    cfg = {"data": {"source": {"train": "data/stim", "images": images_cfg, "val_fraction": 0.25},
-                    "target": {"train": "data/stim.tsv", "label": "category", "images": images_cfg | {"column": "stimID"},
-                               "val_fraction": 0.25, "test_fraction": 0.25}},
-           "model": {"architecture": "cnn2d", "params": {"image_shape": [1, 8, 8], "channels": [4], "hidden": 8}},
-           "experiments": {"all": {"stages": [{"name": "all"}]}}} | E2E_TRAINING
+    cfg = {
+        "data": {
+            "source": {"train": "data/stim", "images": images_cfg, "val_fraction": 0.25},
+            "target": {
+                "train": "data/stim.tsv",
+                "label": "category",
+                "images": images_cfg | {"column": "stimID"},
+                "val_fraction": 0.25,
+                "test_fraction": 0.25,
+            },
+        },
+        "model": {"architecture": "cnn2d", "params": {"image_shape": [1, 8, 8], "channels": [4], "hidden": 8}},
+        "experiments": {"all": {"stages": [{"name": "all"}]}},
+    } | E2E_TRAINING
     write_config(tmp_path, cfg)
     snakemake(tmp_path)
     summary = json.loads((tmp_path / "results/data/target/summary.json").read_text())
@@ -370,12 +410,22 @@ def test_genome_gtf_end_to_end(tmp_path):
     data.mkdir()
     synthetic.write_genome(data / "a.fa", data / "a.gff3", "source", {"chr1": 6, "chr2": 3})
     _gff3_to_gtf(data / "a.gff3", data / "a.gtf")
-    cfg = {"data": {name: {"train": "data/a.fa", "genome": {"annotation": "data/a.gtf", "window": 40, "context": 20,
-                                                            "test_chromosomes": ["chr2"]}, "val_fraction": 0.2}
-                    for name in ("source", "target")},
-           "model": {"architecture": "cnn1d", "task": "sequence_labeling",
-                     "params": {"channels": 4, "kernels": [11], "dilations": [1]}},
-           "experiments": {"all": {"stages": [{"name": "all"}]}}} | E2E_TRAINING
+    cfg = {
+        "data": {
+            name: {
+                "train": "data/a.fa",
+                "genome": {"annotation": "data/a.gtf", "window": 40, "context": 20, "test_chromosomes": ["chr2"]},
+                "val_fraction": 0.2,
+            }
+            for name in ("source", "target")
+        },
+        "model": {
+            "architecture": "cnn1d",
+            "task": "sequence_labeling",
+            "params": {"channels": 4, "kernels": [11], "dilations": [1]},
+        },
+        "experiments": {"all": {"stages": [{"name": "all"}]}},
+    } | E2E_TRAINING
     write_config(tmp_path, cfg)
     snakemake(tmp_path)
     with __import__("h5py").File(tmp_path / "results/data/target/test.h5") as h5:
@@ -389,9 +439,14 @@ def _gff3_to_gtf(gff3: Path, gtf: Path) -> None:
     attributes = [dict(kv.split("=") for kv in row[8].split(";")) for row in rows]
     biotype = {a["ID"]: a["gene_biotype"] for a in attributes if "gene_biotype" in a}
     gene = {a["ID"]: a["Parent"] for row, a in zip(rows, attributes) if row[2] in ("mRNA", "lnc_RNA")}
-    gtf.write_text("".join("\t".join(row[:8]) + f'\tgene_id "{gene[a["Parent"]]}"; transcript_id "{a["Parent"]}"; '
-                           f'gene_type "{biotype[gene[a["Parent"]]]}";\n'
-                           for row, a in zip(rows, attributes) if row[2] == "exon"))
+    gtf.write_text(
+        "".join(
+            "\t".join(row[:8]) + f'\tgene_id "{gene[a["Parent"]]}"; transcript_id "{a["Parent"]}"; '
+            f'gene_type "{biotype[gene[a["Parent"]]]}";\n'
+            for row, a in zip(rows, attributes)
+            if row[2] == "exon"
+        )
+    )
 
 
 def test_raw_size_counts_image_folders_and_annotations(tmp_path):
@@ -400,8 +455,10 @@ def test_raw_size_counts_image_folders_and_annotations(tmp_path):
     _folder(tmp_path / "imgs", per_class=2)
     fasta, annotation = _write_genome(tmp_path / "g")
     images_bytes = sum(f.stat().st_size for f in (tmp_path / "imgs").rglob("*.png"))
-    data = {"a": {"train": str(tmp_path / "imgs")},
-            "b": {"train": str(fasta), "genome": {"annotation": str(annotation)}}}
+    data = {
+        "a": {"train": str(tmp_path / "imgs")},
+        "b": {"train": str(fasta), "genome": {"annotation": str(annotation)}},
+    }
     assert resources.raw_bytes(data) == images_bytes + fasta.stat().st_size + annotation.stat().st_size
 
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from scipy import stats
 from sklearn import metrics as skm
-
 from stagewise import bootstrap, metrics
 
 
@@ -77,10 +76,10 @@ def test_regression_metrics_and_their_bootstrap():
 def test_spliceai_top_k_and_auprc_per_class():
     # 3 sequences x 6 positions; classes none/acceptor/donor
     y = np.array([[0, 1, 0, 0, 2, 0], [0, 0, 1, 0, 0, 0], [2, 0, 0, 0, 0, 1]])
-    proba = np.full(y.shape + (3,), 0.05)
+    proba = np.full((*y.shape, 3), 0.05)
     proba[..., 0] = 0.9
     proba[0, 1, 1], proba[1, 2, 1], proba[2, 5, 1] = 0.8, 0.7, 0.2  # third acceptor outranked:
-    proba[2, 3, 1] = 0.6                                              # top-3 holds 2 of 3 sites
+    proba[2, 3, 1] = 0.6  # top-3 holds 2 of 3 sites
     proba[0, 4, 2], proba[2, 0, 2] = 0.9, 0.8
     got = metrics.sequence_labeling(y, proba, ["none", "acceptor", "donor"])
     assert got["top_k_acceptor"] == pytest.approx(2 / 3) and got["top_k_donor"] == 1.0
@@ -90,8 +89,9 @@ def test_spliceai_top_k_and_auprc_per_class():
     proba = rng.dirichlet(np.ones(3), size=(30, 50)) + 0.3 * np.eye(3)[y]
     for seed in range(3):
         idx, W = _resample(len(y), seed)
-        rep = bootstrap.REPLICATES["sequence_labeling"]({"labels": y, "probabilities": proba}, W,
-                                                        names=["none", "acceptor", "donor"])
+        rep = bootstrap.REPLICATES["sequence_labeling"](
+            {"labels": y, "probabilities": proba}, W, names=["none", "acceptor", "donor"]
+        )
         want = metrics.sequence_labeling(y[idx], proba[idx], ["none", "acceptor", "donor"])
         for name in want:
             assert rep[name][0] == pytest.approx(want[name], abs=1e-12), name

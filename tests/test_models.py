@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
-
 from stagewise import likelihoods, models
 from stagewise.errors import StagewiseError
 from stagewise.models import tasks
@@ -58,8 +57,18 @@ def test_cnn1d_crops_the_flanking_context_and_sees_exactly_it():
 
 
 def test_cnn1d_per_sequence_output_and_errors():
-    model = models.build("cnn1d", {"in_features": 4, "out_features": 2, "channels": 8, "output": "per_sequence",
-                                   "kernels": [11, 11], "dilations": [1, 4], "skip_every": 1})
+    model = models.build(
+        "cnn1d",
+        {
+            "in_features": 4,
+            "out_features": 2,
+            "channels": 8,
+            "output": "per_sequence",
+            "kernels": [11, 11],
+            "dilations": [1, 4],
+            "skip_every": 1,
+        },
+    )
     assert model.flank == 50 and model.block_names == ["stem", "units.0", "units.1"]
     assert model(one_hot_sequences(2, 120)).shape == (2, 2)
     with pytest.raises(StagewiseError, match="not longer than the model's context"):
@@ -100,7 +109,9 @@ def test_cvae_outputs_and_covariate_layers_take_the_last_columns():
     assert torch.equal(model(x, batch)["mean"], model(x, torch.eye(3)[[1] * 6])["mean"])
     with pytest.raises(StagewiseError, match=r"one-hot covariates of shape \(6, 3\)"):
         model(x)
-    deep = models.build("cvae", {"in_features": 20, "n_covariates": 2, "hidden": [16, 8], "deeply_inject_covariates": True})
+    deep = models.build(
+        "cvae", {"in_features": 20, "n_covariates": 2, "hidden": [16, 8], "deeply_inject_covariates": True}
+    )
     assert deep.covariate_layers == ["encoder.0.linear", "encoder.1.linear", "decoder.0.linear", "decoder.1.linear"]
     assert "dropout_logits" not in deep(x, torch.eye(2)[[0, 1] * 3])
 
@@ -135,7 +146,9 @@ def test_count_loss_trains_a_cvae_and_warms_up_the_kl():
     torch.manual_seed(0)
     model = models.build("cvae", {"in_features": 20, "hidden": [32], "n_latent": 4})
     x = counts(64, seed=1)
-    loss_fn = tasks.loss("counts", {"name": "auto", "kl_warmup": 5}, np.zeros(64), 0, torch.device("cpu"), model.likelihood)
+    loss_fn = tasks.loss(
+        "counts", {"name": "auto", "kl_warmup": 5}, np.zeros(64), 0, torch.device("cpu"), model.likelihood
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.eval()
     out = model(x)
@@ -154,8 +167,9 @@ def test_count_loss_trains_a_cvae_and_warms_up_the_kl():
 
 
 def test_task_defaults_and_mismatched_losses():
-    assert [tasks.loss_name(t, {"name": "auto"}) for t in ("classification", "regression", "sequence_labeling", "counts")] == \
-        ["cross_entropy", "mse", "cross_entropy", "nb"]
+    assert [
+        tasks.loss_name(t, {"name": "auto"}) for t in ("classification", "regression", "sequence_labeling", "counts")
+    ] == ["cross_entropy", "mse", "cross_entropy", "nb"]
     assert tasks.loss_name("counts", {"name": "auto"}, "zinb") == "zinb"
     with pytest.raises(StagewiseError, match="does not fit model.task 'counts'"):
         tasks.loss_name("counts", {"name": "focal"})
@@ -182,7 +196,9 @@ def test_counts_predictions_hold_the_latent_space():
     torch.manual_seed(0)
     model = models.build("cvae", {"in_features": 20, "hidden": [16], "n_latent": 3}).eval()
     x = counts(5)
-    out = tasks.collect([tasks.apply(model(x[:2]), torch.Tensor.detach), tasks.apply(model(x[2:]), torch.Tensor.detach)])
+    out = tasks.collect(
+        [tasks.apply(model(x[:2]), torch.Tensor.detach), tasks.apply(model(x[2:]), torch.Tensor.detach)]
+    )
     fields = tasks.predictions("counts", out, x.numpy())
     assert fields["latent"].shape == (5, 3) and fields["nll"].shape == fields["kl"].shape == (5,)
     assert np.allclose(fields["latent"], model(x)["z_mean"].detach().numpy(), atol=1e-6)
@@ -199,13 +215,16 @@ def test_plugin_with_covariates_is_checked():
     assert model.covariate_layers == ["trunk"] and model(torch.rand(3, 6), torch.eye(2)[[0, 1, 0]]).shape == (3, 2)
 
 
-@pytest.mark.parametrize("architecture, message", [
-    ("plugin_model:BadBlocks", "has no submodule 'missing'"),
-    ("plugin_model:NotAModule", "not a torch.nn.Module subclass"),
-    ("plugin_model:Missing", "cannot import 'plugin_model:Missing'"),
-    ("no_such_module:Net", "must be installed or in the folder"),
-    ("resnet", "unknown 'resnet'; built-in: \\['cnn1d', 'cnn2d', 'cvae', 'mlp'\\]"),
-])
+@pytest.mark.parametrize(
+    "architecture, message",
+    [
+        ("plugin_model:BadBlocks", "has no submodule 'missing'"),
+        ("plugin_model:NotAModule", "not a torch.nn.Module subclass"),
+        ("plugin_model:Missing", "cannot import 'plugin_model:Missing'"),
+        ("no_such_module:Net", "must be installed or in the folder"),
+        ("resnet", "unknown 'resnet'; built-in: \\['cnn1d', 'cnn2d', 'cvae', 'mlp'\\]"),
+    ],
+)
 def test_plugin_errors_name_the_architecture(architecture, message):
     with pytest.raises(StagewiseError, match=message):
         models.build(architecture, {"in_features": 6, "out_features": 2})
@@ -219,7 +238,8 @@ def test_plugin_module_in_the_working_directory(tmp_path, monkeypatch):
         "        super().__init__()\n"
         "        self.features, self.fc = nn.Linear(in_features, 4), nn.Linear(4, out_features)\n"
         "    def forward(self, x):\n"
-        "        return self.fc(self.features(x))\n")
+        "        return self.fc(self.features(x))\n"
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(tmp_path))])
     model = models.build("my_lab_models:Net", {"in_features": 3, "out_features": 2})

@@ -11,14 +11,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
 from stagewise import __version__, assets, config
 
 pytestmark = pytest.mark.e2e
 
-SMALL = {"data": {"source": {"train_per_class": 30}}, "pretrained": {"training": {"epochs": 2}}, "training": {"epochs": 2},
-         "evaluation": {"bootstrap": 20}}
+SMALL = {
+    "data": {"source": {"train_per_class": 30}},
+    "pretrained": {"training": {"epochs": 2}},
+    "training": {"epochs": 2},
+    "evaluation": {"bootstrap": 20},
+}
 
 
 def run(cmd: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -32,18 +35,34 @@ def wheel_venv(tmp_path_factory) -> Path:
     """A fresh venv holding only the wheel built from this checkout; the dependencies come from the test's own
     environment through a path entry (no stagewise there: that environment's editable install is not activated)."""
     tmp = tmp_path_factory.mktemp("wheel")
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(REPO), "-w", str(tmp)], tmp)
+    run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(REPO), "-w", str(tmp)],
+        tmp,
+    )
     (wheel,) = tmp.glob("stagewise-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for item in ("Snakefile", "workflow/rules/common.smk", "workflow/schemas/config.schema.yaml", "workflow/scripts/finetune.py",
-                 "workflow/report/workflow.rst", "envs/stagewise.yaml", "profiles/slurm/config.yaml", "profiles/default/config.yaml",
-                 "config/examples/dnnbrain.yaml", "config/examples/my_models.py"):
+    for item in (
+        "Snakefile",
+        "workflow/rules/common.smk",
+        "workflow/schemas/config.schema.yaml",
+        "workflow/scripts/finetune.py",
+        "workflow/report/workflow.rst",
+        "envs/stagewise.yaml",
+        "profiles/slurm/config.yaml",
+        "profiles/default/config.yaml",
+        "config/examples/dnnbrain.yaml",
+        "config/examples/my_models.py",
+    ):
         assert f"stagewise/_workflow/{item}" in names, item
     venv = tmp / "venv"
     run([sys.executable, "-m", "venv", str(venv)], tmp)
     run([str(venv / "bin/python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], tmp)
-    purelib = subprocess.run([str(venv / "bin/python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(venv / "bin/python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     (Path(purelib) / "_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     return venv
 
@@ -97,8 +116,10 @@ rule all:
 """
 
 MODULE_CONFIG = {
-    "data": {"source": {"train": "sklearn:digits", "rows": [0, 600], "val_fraction": 0.2},
-             "target": {"train": "data/digits.csv", "test_fraction": 0.4, "val_fraction": 0.25, "train_per_class": 10}},
+    "data": {
+        "source": {"train": "sklearn:digits", "rows": [0, 600], "val_fraction": 0.2},
+        "target": {"train": "data/digits.csv", "test_fraction": 0.4, "val_fraction": 0.25, "train_per_class": 10},
+    },
     "model": {"architecture": "mlp", "params": {"hidden": [32, 16]}},
     "pretrained": {"training": {"epochs": 2}, "head": {}},
     "training": {"epochs": 2, "batch_size": 16},
@@ -109,9 +130,15 @@ MODULE_CONFIG = {
 
 def test_the_workflow_as_a_snakemake_module_with_a_rule_of_the_users_own(tmp_path):
     (tmp_path / "Snakefile").write_text(USER_SNAKEFILE.format(snakefile=assets.SNAKEFILE))
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config.deep_merge(MODULE_CONFIG, {"data": {"source": {"train": "nothere.csv"}}})))
-    done = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "2"], cwd=tmp_path, capture_output=True, text=True)
-    assert done.returncode != 0 and "data.source.train: nothere.csv: not found" in done.stdout + done.stderr  # no rule makes it
+    (tmp_path / "config.yaml").write_text(
+        yaml.safe_dump(config.deep_merge(MODULE_CONFIG, {"data": {"source": {"train": "nothere.csv"}}}))
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "2"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert (
+        done.returncode != 0 and "data.source.train: nothere.csv: not found" in done.stdout + done.stderr
+    )  # no rule makes it
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(MODULE_CONFIG))
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     dry = run([sys.executable, "-m", "snakemake", "-n", "--cores", "2"], tmp_path, env).stdout

@@ -11,15 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, TINY, complete_run, copy_run, shared_folder
+from stagewise.models import source
 from test_reruns import STAGES, TRAINED, planned
 
-from stagewise.models import source
-
 PLUGIN = (REPO / "tests" / "plugin_model.py").read_text()
-AFTER_CHECK = ({("check_compatibility", "."), ("pretrain", "pretrain"), ("train_scratch", "baselines/scratch"), ("report", ".")}
-               | {("finetune", stage) for stage in STAGES} | {("evaluate", model) for model in TRAINED})
+AFTER_CHECK = (
+    {("check_compatibility", "."), ("pretrain", "pretrain"), ("train_scratch", "baselines/scratch"), ("report", ".")}
+    | {("finetune", stage) for stage in STAGES}
+    | {("evaluate", model) for model in TRAINED}
+)
 
 
 def _plugin_config() -> dict:
@@ -32,6 +33,7 @@ def _plugin_config() -> dict:
 @pytest.fixture(scope="session")
 def plugin_run(tmp_path_factory) -> Path:
     """A complete run of the tiny config with a plug-in class from a module next to the config (read-only)."""
+
     def build(folder: Path) -> None:
         (folder / "lab_models.py").write_text(PLUGIN)
         complete_run(folder, _plugin_config())
@@ -56,8 +58,12 @@ def test_plugin_edit_reruns_the_check_and_after(plugin_run, tmp_path):
 
 
 def _provenance(workdir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stagewise.cli", "provenance", "results/gradual/stages/2_all/model_best.pt"],
-                          cwd=workdir, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "stagewise.cli", "provenance", "results/gradual/stages/2_all/model_best.pt"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.mark.e2e
@@ -74,7 +80,10 @@ def test_describe_local_module_package_and_installed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     (tmp_path / "single_mod.py").write_text(PLUGIN)
-    assert source.describe("single_mod:TwoLayerNet") == {"module": "single_mod", "sha256": hashlib.sha256(PLUGIN.encode()).hexdigest()}
+    assert source.describe("single_mod:TwoLayerNet") == {
+        "module": "single_mod",
+        "sha256": hashlib.sha256(PLUGIN.encode()).hexdigest(),
+    }
     package = tmp_path / "labpkg"
     (package / "nets").mkdir(parents=True)
     (package / "__init__.py").write_text("")
@@ -87,7 +96,11 @@ def test_describe_local_module_package_and_installed(tmp_path, monkeypatch):
     assert source.describe("labpkg.nets.mlp:TwoLayerNet") == before  # only .py files count
     (package / "__init__.py").write_text("VERSION = 2\n")  # any .py file of the top-level package
     assert source.describe("labpkg.nets.mlp:TwoLayerNet")["sha256"] != before["sha256"]
-    assert source.describe("yaml:YAMLObject") == {"module": "yaml", "package": "PyYAML", "version": importlib.metadata.version("PyYAML")}
+    assert source.describe("yaml:YAMLObject") == {
+        "module": "yaml",
+        "package": "PyYAML",
+        "version": importlib.metadata.version("PyYAML"),
+    }
     assert source.describe("mlp") is None
     assert source.describe("no_such_module_here:Net") == {"module": "no_such_module_here", "found": False}
     assert "labpkg" not in sys.modules and "single_mod" not in sys.modules  # found, never imported
@@ -96,5 +109,6 @@ def test_describe_local_module_package_and_installed(tmp_path, monkeypatch):
 def test_render():
     assert source.render({"module": "my_models", "sha256": "ab" * 32}) == "plug-in my_models.py sha256 abababababab"
     assert source.render({"module": "openspliceai.model", "package": "openspliceai", "version": "0.0.7"}) == (
-        "plug-in package openspliceai 0.0.7 (module openspliceai.model)")
+        "plug-in package openspliceai 0.0.7 (module openspliceai.model)"
+    )
     assert source.render(None) == ""

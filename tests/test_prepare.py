@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import TINY, snakemake, write_config
-
 from stagewise import config
 from stagewise.errors import StagewiseError
 from stagewise.io import hdf5
@@ -32,8 +31,12 @@ def table(n: int, seed: int = 0, batch: bool = False) -> pd.DataFrame:
 
 def prepare_dataset(folder: Path, split: bool = True, **spec) -> tuple[dict[str, hdf5.Split], dict]:
     """Run the prepare_data step on `spec` (defaults filled by the schema); return the splits and summary."""
-    full = {"data": {"target": spec}, "model": {}, "pretrained": {"checkpoint": "model.pt"},
-            "experiments": {"e": {"stages": [{"name": "s"}]}}}
+    full = {
+        "data": {"target": spec},
+        "model": {},
+        "pretrained": {"checkpoint": "model.pt"},
+        "experiments": {"e": {"stages": [{"name": "s"}]}},
+    }
     dataset = config.validate(full, source="test")["data"]["target"]
     outputs = {k: str(folder / "out" / f"{k}.h5") for k in SPLITS} | {"summary": str(folder / "out" / "summary.json")}
     prepare.run({}, outputs, {"dataset": dataset, "name": "target", "split": split})
@@ -66,10 +69,13 @@ def test_splits_are_stratified_seeded_and_recorded(tmp_path):
 
 
 def test_without_split_every_selected_row_is_train(tmp_path):
-    """What `stagewise check` reads: the same names, labels and categories as the split workflow file, all rows in train."""
+    """What `stagewise check` reads: the same names, labels and categories as the split workflow file, all rows in
+    train."""
     path = _csv(tmp_path, table(90, batch=True))
     splits, summary = prepare_dataset(tmp_path, split=False, train=path, covariates=["batch"], classes=["a", "b"])
-    split_workflow, workflow_summary = prepare_dataset(tmp_path / "w", train=path, covariates=["batch"], classes=["a", "b"])
+    split_workflow, workflow_summary = prepare_dataset(
+        tmp_path / "w", train=path, covariates=["batch"], classes=["a", "b"]
+    )
     kept = pd.read_csv(path)["label"].isin(["a", "b"])
     assert summary["samples"] == {"train": int(kept.sum()), "val": 0, "test": 0}
     assert sorted(splits["train"].sample_ids) == sorted(i for s in split_workflow.values() for i in s.sample_ids)
@@ -104,8 +110,15 @@ def test_missing_file(tmp_path):
     assert "nope.csv" in message and "not found" in message
 
 
-@pytest.mark.parametrize("name,content", [("bad.parquet", b"not parquet at all"), ("bad.h5", b"\x89HDF garbage"),
-                                          ("bad.npz", b"PK broken zip"), ("bad.h5ad", b"junk")])
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("bad.parquet", b"not parquet at all"),
+        ("bad.h5", b"\x89HDF garbage"),
+        ("bad.npz", b"PK broken zip"),
+        ("bad.h5ad", b"junk"),
+    ],
+)
 def test_corrupt_file(tmp_path, name, content):
     (tmp_path / name).write_bytes(content)
     message = _error(tmp_path, train=str(tmp_path / name))
@@ -188,7 +201,9 @@ def test_npz_missing_array_names_keys(tmp_path):
 def test_h5ad_label_absent_lists_obs_columns(tmp_path):
     import anndata
 
-    adata = anndata.AnnData(X=np.ones((6, 3), np.float32), obs=pd.DataFrame({"cell_type": list("aabbcc")}, index=list("uvwxyz")))
+    adata = anndata.AnnData(
+        X=np.ones((6, 3), np.float32), obs=pd.DataFrame({"cell_type": list("aabbcc")}, index=list("uvwxyz"))
+    )
     adata.write_h5ad(tmp_path / "c.h5ad")
     message = _error(tmp_path, train=str(tmp_path / "c.h5ad"), label="celltype")
     assert "'celltype'" in message and "'cell_type'" in message
@@ -199,8 +214,11 @@ def test_workflow_stops_at_prepare_data_with_the_message(tmp_path):
     frame = table(40)
     frame.loc[3, "g1"] = np.nan
     (tmp_path / "never-read.pt").write_bytes(b"")  # exists (the config's files are checked first); never read
-    cfg = {**TINY, "data": {"target": {"train": _csv(tmp_path, frame)}},
-           "pretrained": {"checkpoint": str(tmp_path / "never-read.pt")}}
+    cfg = {
+        **TINY,
+        "data": {"target": {"train": _csv(tmp_path, frame)}},
+        "pretrained": {"checkpoint": str(tmp_path / "never-read.pt")},
+    }
     write_config(tmp_path, cfg)
     done = snakemake(tmp_path, "results/data/target/summary.json", check=False)
     assert done.returncode != 0
@@ -217,7 +235,9 @@ def test_empty_labels_are_an_error_naming_rows(tmp_path):
 
 def test_inconsistent_npz_arrays_are_an_error(tmp_path):
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "a.npz", X=rng.normal(size=(30, 5)), y=rng.integers(0, 2, 30), feature_names=np.array(["a", "b"]))
+    np.savez(
+        tmp_path / "a.npz", X=rng.normal(size=(30, 5)), y=rng.integers(0, 2, 30), feature_names=np.array(["a", "b"])
+    )
     assert "'feature_names' has 2 names" in _error(tmp_path, train=str(tmp_path / "a.npz"))
 
 

@@ -30,11 +30,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from torch.optim.optimizer import register_optimizer_step_pre_hook
-
-from conftest import REPO, TINY, copy_run, write_config
-from stagewise import bootstrap, config, freezing, metrics, training
+from conftest import REPO, TINY, copy_run
+from stagewise import bootstrap, config, freezing, metrics
 from stagewise.steps import report
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 EVALUATION = {"bootstrap": 200, "seed": 7, "top_k": [1]}
 NAMES = ["even", "odd"]
@@ -62,27 +61,49 @@ def _evaluated(folder: Path, y: np.ndarray, proba: np.ndarray) -> dict:
     data = {"labels": y, "probabilities": proba, "predictions": proba.argmax(1)}
     reps = bootstrap.replicates("classification", data, EVALUATION["bootstrap"], EVALUATION["seed"], top_k=[1])
     scores = metrics.classification(y, proba, NAMES, [1])
-    (folder / "test_metrics.json").write_text(json.dumps({
-        "task": "classification", "n_test": len(y), "label_names": NAMES, "metrics": scores,
-        "ci": {k: bootstrap.interval(v) for k, v in reps.items() if k in scores},
-        "per_class": metrics.per_class(y, proba, NAMES), "confusion": metrics.confusion(y, proba.argmax(1), NAMES),
-        "model_sha256": "ab" * 32}))
+    (folder / "test_metrics.json").write_text(
+        json.dumps(
+            {
+                "task": "classification",
+                "n_test": len(y),
+                "label_names": NAMES,
+                "metrics": scores,
+                "ci": {k: bootstrap.interval(v) for k, v in reps.items() if k in scores},
+                "per_class": metrics.per_class(y, proba, NAMES),
+                "confusion": metrics.confusion(y, proba.argmax(1), NAMES),
+                "model_sha256": "ab" * 32,
+            }
+        )
+    )
     with h5py.File(folder / "test_predictions.h5", "w") as h5:
         for key, value in data.items():
             h5[key] = value
         h5.create_dataset("sample_ids", data=[f"s{i}" for i in range(len(y))], dtype=h5py.string_dtype())
-    pd.DataFrame({"epoch": [1, 2], "lr": [1e-3, 1e-3], "train_loss": [0.7, 0.6], "val_loss": [0.7, 0.65],
-                  "val_accuracy": [0.6, 0.7]}).to_csv(folder / "history.tsv", sep="\t", index=False)
+    pd.DataFrame(
+        {
+            "epoch": [1, 2],
+            "lr": [1e-3, 1e-3],
+            "train_loss": [0.7, 0.6],
+            "val_loss": [0.7, 0.65],
+            "val_accuracy": [0.6, 0.7],
+        }
+    ).to_csv(folder / "history.tsv", sep="\t", index=False)
     return data
 
 
 def _report(tmp_path: Path, models: list[dict]) -> tuple[pd.DataFrame, str]:
     """Run the report step on `models`; its metrics.tsv and report.html."""
     (tmp_path / "compatibility.json").write_text(json.dumps({"checkpoint": "c.pt", "status": "ok", "checks": []}))
-    outputs = {"html": str(tmp_path / "report.html"), "metrics": str(tmp_path / "metrics.tsv"),
-               "figures": str(tmp_path / "figures")}
-    report.run({"compatibility": str(tmp_path / "compatibility.json"), "benchmarks": []}, outputs,
-               {"models": models, "title": "promises", "version": "0", "evaluation": EVALUATION})
+    outputs = {
+        "html": str(tmp_path / "report.html"),
+        "metrics": str(tmp_path / "metrics.tsv"),
+        "figures": str(tmp_path / "figures"),
+    }
+    report.run(
+        {"compatibility": str(tmp_path / "compatibility.json"), "benchmarks": []},
+        outputs,
+        {"models": models, "title": "promises", "version": "0", "evaluation": EVALUATION},
+    )
     return pd.read_csv(outputs["metrics"], sep="\t"), Path(outputs["html"]).read_text()
 
 
@@ -98,9 +119,13 @@ def _params(model: dict) -> dict:
 
 
 def test_metrics_tsv_has_exactly_one_row_per_evaluated_model(tmp_path):
-    models = [_model(tmp_path, "a", "1_head", "stage", 0.3, 1), _model(tmp_path, "a", "2_all", "stage", 0.2, 2),
-              _model(tmp_path, "b", "1_head", "stage", 0.25, 3), _model(tmp_path, "scratch", "scratch", "baseline", 0.4, 4),
-              _model(tmp_path, "pretrained", "start", "baseline", 0.5, 5)]
+    models = [
+        _model(tmp_path, "a", "1_head", "stage", 0.3, 1),
+        _model(tmp_path, "a", "2_all", "stage", 0.2, 2),
+        _model(tmp_path, "b", "1_head", "stage", 0.25, 3),
+        _model(tmp_path, "scratch", "scratch", "baseline", 0.4, 4),
+        _model(tmp_path, "pretrained", "start", "baseline", 0.5, 5),
+    ]
     table, page = _report(tmp_path, [_params(m) for m in models])
     expected = [(m["experiment"], m["stage"]) for m in models]
     assert list(zip(table.experiment, table.stage)) == expected  # each once, none dropped or added, in order
@@ -111,7 +136,9 @@ def test_metrics_tsv_has_exactly_one_row_per_evaluated_model(tmp_path):
         assert row["n_test"] == result["n_test"]
         for name in HEADLINE:  # each row is its own model's numbers
             assert row[name] == pytest.approx(result["metrics"][name], rel=1e-5, abs=1e-9), (model["experiment"], name)
-            assert [row[f"{name}_ci_low"], row[f"{name}_ci_high"]] == pytest.approx(result["ci"][name], rel=1e-5, abs=1e-9)
+            assert [row[f"{name}_ci_low"], row[f"{name}_ci_high"]] == pytest.approx(
+                result["ci"][name], rel=1e-5, abs=1e-9
+            )
 
 
 def test_report_pairs_every_model_with_scratch_on_the_same_resamples(tmp_path):
@@ -155,8 +182,20 @@ def _snakemake_params(folder: Path, cfg: dict, text: str | None = None) -> dict:
     env = dict(os.environ)
     if env.get("MUTANT_UNDER_TEST") == "stats":  # mutmut's coverage pass records in-process calls only (TESTING.md)
         del env["MUTANT_UNDER_TEST"]
-    done = subprocess.run([sys.executable, str(REPO / "tests/snakemake_params.py"), str(REPO / "Snakefile"), str(folder),
-                           str(folder / "config.yaml")], capture_output=True, text=True, timeout=600, cwd=folder, env=env)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tests/snakemake_params.py"),
+            str(REPO / "Snakefile"),
+            str(folder),
+            str(folder / "config.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=folder,
+        env=env,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads(done.stdout.rpartition("STAGEWISE-PARAMS ")[2])
 
@@ -164,35 +203,47 @@ def _snakemake_params(folder: Path, cfg: dict, text: str | None = None) -> dict:
 RICH = copy.deepcopy(TINY)  # every section with nested keys, both baselines, three experiments
 RICH["pretrained"]["locked"] = ["hidden"]
 RICH["evaluation"] = {"bootstrap": 1000, "seed": 0, "top_k": [1, 3], "baselines": ["scratch", "pretrained"]}
-RICH["experiments"]["third"] = {"stages": [{"name": "warm", "train": ["head"], "scheduler": {"name": "CosineAnnealingWarmRestarts"}},
-                                           {"name": "rest", "unfreeze_last": 1, "optimizer": {"lr": 1.0e-4, "weight_decay": 0.01}},
-                                           {"name": "all", "unfreeze_all": True}]}
+RICH["experiments"]["third"] = {
+    "stages": [
+        {"name": "warm", "train": ["head"], "scheduler": {"name": "CosineAnnealingWarmRestarts"}},
+        {"name": "rest", "unfreeze_last": 1, "optimizer": {"lr": 1.0e-4, "weight_decay": 0.01}},
+        {"name": "all", "unfreeze_all": True},
+    ]
+}
 
 
 def test_the_report_is_given_every_stage_of_every_experiment_and_each_baseline(tmp_path):
     cfg = copy.deepcopy(RICH)
     cfg["pretrained"]["head"] = None  # the untouched pretrained model is a baseline only when its head is kept
     found = _snakemake_params(tmp_path / "w", cfg)
-    expected = [(name, f"{i + 1}_{stage['name']}") for name, e in cfg["experiments"].items() for i, stage in enumerate(e["stages"])]
+    expected = [
+        (name, f"{i + 1}_{stage['name']}")
+        for name, e in cfg["experiments"].items()
+        for i, stage in enumerate(e["stages"])
+    ]
     expected += [("scratch", "scratch"), ("pretrained", "start")]
     models = found["models"]
     assert sorted((m["experiment"], m["stage"]) for m in models) == sorted(expected)  # each exactly once
     evaluated = {key for key in found["params"] if key.startswith("evaluate:")}
     assert evaluated == {f"evaluate:{[('model', m['dir'].removeprefix('results/'))]}" for m in models}
     cfg["evaluation"]["baselines"] = ["scratch"]
-    assert ("pretrained", "start") not in {(m["experiment"], m["stage"]) for m in _snakemake_params(tmp_path / "s", cfg)["models"]}
+    assert ("pretrained", "start") not in {
+        (m["experiment"], m["stage"]) for m in _snakemake_params(tmp_path / "s", cfg)["models"]
+    }
 
 
 def test_keys_reordered_at_any_depth_change_no_rules_params(tmp_path):
     plain = _snakemake_params(tmp_path / "plain", RICH)["params"]
     flipped = _with_every_key_reversed(RICH)
-    assert list(flipped["model"]) == ["params", "architecture"] and list(flipped["pretrained"])[0] == "locked"
+    assert list(flipped["model"]) == ["params", "architecture"] and next(iter(flipped["pretrained"])) == "locked"
     text = "# a comment\n" + yaml.safe_dump(flipped, sort_keys=False)
     assert _snakemake_params(tmp_path / "flipped", flipped, text)["params"] == plain
     edited = copy.deepcopy(RICH)  # the probe sees a real edit: exactly that stage's params change
     edited["experiments"]["third"]["stages"][1]["optimizer"]["lr"] = 2.0e-4
     changed = _snakemake_params(tmp_path / "edited", edited)["params"]
-    assert {k for k in plain if plain[k] != changed[k]} == {"finetune:[('experiment', 'third'), ('index', '2'), ('stage', 'rest')]"}
+    assert {k for k in plain if plain[k] != changed[k]} == {
+        "finetune:[('experiment', 'third'), ('index', '2'), ('stage', 'rest')]"
+    }
 
 
 @pytest.mark.e2e
@@ -209,7 +260,11 @@ def test_keys_reordered_at_any_depth_rerun_nothing(tiny_run, tmp_path):
 @pytest.mark.e2e
 def test_metrics_tsv_of_a_run_has_one_row_per_stage_and_baseline(tiny_run):
     table = pd.read_csv(tiny_run / "results/metrics.tsv", sep="\t")
-    expected = [(name, f"{i + 1}_{s['name']}") for name, e in sorted(TINY["experiments"].items()) for i, s in enumerate(e["stages"])]
+    expected = [
+        (name, f"{i + 1}_{s['name']}")
+        for name, e in sorted(TINY["experiments"].items())
+        for i, s in enumerate(e["stages"])
+    ]
     assert list(zip(table.experiment, table.stage)) == [*expected, ("scratch", "scratch")]
     for _, row in table.iterrows():
         folder = "baselines/scratch" if row.experiment == "scratch" else f"{row.experiment}/stages/{row.stage}"
@@ -267,8 +322,13 @@ def test_train_new_optimizer_and_clipping_see_only_the_new_columns_gradient(monk
     mask = freezing.entry_masks(model, {WEIGHT: [[6, 8]]})[WEIGHT]
     handle = register_optimizer_step_pre_hook(before_step)
     try:
-        before, after, result = run(model, {"train": ["new"], "freeze": ["head"]}, masks={WEIGHT: mask},
-                                    optimizer={"name": "AdamW", "lr": 0.05, "weight_decay": 0.5}, grad_clip=1e-3)
+        before, after, _result = run(
+            model,
+            {"train": ["new"], "freeze": ["head"]},
+            masks={WEIGHT: mask},
+            optimizer={"name": "AdamW", "lr": 0.05, "weight_decay": 0.5},
+            grad_clip=1e-3,
+        )
     finally:
         handle.remove()
     param = model.get_parameter(WEIGHT)
@@ -288,8 +348,12 @@ def _prepare(folder: Path, csv: str, seed: int) -> dict[str, bytes]:
     from stagewise.steps import prepare
 
     spec = {"train": csv, "val_fraction": 0.25, "test_fraction": 0.25, "train_per_class": 5, "seed": seed}
-    full = {"data": {"target": spec}, "model": {}, "pretrained": {"checkpoint": "model.pt"},
-            "experiments": {"e": {"stages": [{"name": "s"}]}}}
+    full = {
+        "data": {"target": spec},
+        "model": {},
+        "pretrained": {"checkpoint": "model.pt"},
+        "experiments": {"e": {"stages": [{"name": "s"}]}},
+    }
     dataset = config.validate(full, source="test")["data"]["target"]
     outputs = {k: str(folder / f"{k}.h5") for k in ("train", "val", "test")} | {"summary": str(folder / "summary.json")}
     prepare.run({}, outputs, {"dataset": dataset, "name": "target"})
@@ -305,7 +369,7 @@ def test_train_per_class_sampling_is_seeded_byte_for_byte(tmp_path):
     assert _prepare(tmp_path / "two", str(tmp_path / "t.csv"), 3) == first  # same config: same bytes
     summary = json.loads(first["summary.json"])
     assert summary["class_counts"]["train"] == {"a": 5, "b": 5, "c": 5}
-    other = _prepare(tmp_path / "other", str(tmp_path / "t.csv"), 4)
+    _prepare(tmp_path / "other", str(tmp_path / "t.csv"), 4)
     with h5py.File(tmp_path / "one/train.h5") as a, h5py.File(tmp_path / "other/train.h5") as b:
         assert set(a["sample_ids"][()]) != set(b["sample_ids"][()])
     from stagewise.steps.prepare import _per_class  # the pick alone, from one pool: the seed decides it
@@ -320,9 +384,8 @@ def test_train_per_class_sampling_is_seeded_byte_for_byte(tmp_path):
 
 
 def test_freeze_policy_edges_and_the_whole_audit():
-    from test_freezing import mlp
-
     from stagewise.errors import StagewiseError
+    from test_freezing import mlp
 
     model = mlp()  # 6 -> 8 -> 4 -> 2: encoder.0 72 entries, encoder.1 44, head 10
     first = freezing.entry_masks(model, {"encoder.0.linear.weight": [[0, 2]]})["encoder.0.linear.weight"]
@@ -334,7 +397,18 @@ def test_freeze_policy_edges_and_the_whole_audit():
     freezing.set_trainable(model, freezing.select(model, {"train": ["head"]}, [], {}, "s").names)
     freezing.set_train_mode(model)
     assert freezing.audit(model) == {
-        "trainable": 10, "frozen": 116, "partial": {},
-        "modules": {"encoder.0": {"trainable": 0, "frozen": 72}, "encoder.1": {"trainable": 0, "frozen": 44},
-                    "head": {"trainable": 10, "frozen": 0}},
-        "modes": {"encoder.0.norm": "eval", "encoder.0.dropout": "eval", "encoder.1.norm": "eval", "encoder.1.dropout": "eval"}}
+        "trainable": 10,
+        "frozen": 116,
+        "partial": {},
+        "modules": {
+            "encoder.0": {"trainable": 0, "frozen": 72},
+            "encoder.1": {"trainable": 0, "frozen": 44},
+            "head": {"trainable": 10, "frozen": 0},
+        },
+        "modes": {
+            "encoder.0.norm": "eval",
+            "encoder.0.dropout": "eval",
+            "encoder.1.norm": "eval",
+            "encoder.1.dropout": "eval",
+        },
+    }

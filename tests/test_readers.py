@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from test_prepare import prepare_dataset, table
-
 from stagewise.io import hdf5
+from test_prepare import prepare_dataset, table
 
 
 def _rows_by_id(split: hdf5.Split) -> dict[str, np.ndarray]:
@@ -58,8 +57,10 @@ def test_csv_larger_than_one_block_streams_in_order(tmp_path, monkeypatch):
 def _anndata(n: int = 90) -> anndata.AnnData:
     rng = np.random.default_rng(1)
     X = sp.random(n, 12, density=0.3, format="csr", dtype=np.float32, random_state=1)
-    obs = pd.DataFrame({"cell_type": rng.choice(["B", "T", "NK"], n), "batch": rng.choice(["s1", "s2"], n)},
-                       index=[f"cell{i}" for i in range(n)])
+    obs = pd.DataFrame(
+        {"cell_type": rng.choice(["B", "T", "NK"], n), "batch": rng.choice(["s1", "s2"], n)},
+        index=[f"cell{i}" for i in range(n)],
+    )
     adata = anndata.AnnData(X=X, obs=obs, var=pd.DataFrame(index=[f"gene{i}" for i in range(12)]))
     adata.layers["counts"] = (X * 7).astype(np.float32)
     return adata
@@ -71,12 +72,17 @@ def test_h5ad_sparse_stays_sparse_dense_stays_dense(tmp_path, sparse):
     if not sparse:
         adata.X = adata.X.toarray()
     adata.write_h5ad(tmp_path / "cells.h5ad")
-    splits, summary = prepare_dataset(tmp_path, train=str(tmp_path / "cells.h5ad"), label="cell_type", covariates=["batch"])
+    splits, summary = prepare_dataset(
+        tmp_path, train=str(tmp_path / "cells.h5ad"), label="cell_type", covariates=["batch"]
+    )
     assert summary["sparse"] is sparse
     with h5py.File(tmp_path / "out" / "train.h5") as h5:
         assert isinstance(h5["X"], h5py.Group) is sparse
         if sparse:
-            assert sorted(h5["X"]) == ["data", "indices", "indptr"] and tuple(h5["X"].attrs["shape"]) == (len(h5["y"]), 12)
+            assert sorted(h5["X"]) == ["data", "indices", "indptr"] and tuple(h5["X"].attrs["shape"]) == (
+                len(h5["y"]),
+                12,
+            )
     dense = adata.X.toarray() if sparse else adata.X
     for split in splits.values():
         assert split.feature_names == [f"gene{i}" for i in range(12)]
@@ -126,8 +132,15 @@ def test_h5_sequences_with_per_position_labels(tmp_path):
 
 def test_sklearn_digits_example_keys_unchanged(tmp_path):
     label_map = {d: ("even" if d % 2 == 0 else "odd") for d in range(10)}
-    splits, summary = prepare_dataset(tmp_path, train="sklearn:digits", rows=[1000, 1797], label_map=label_map,
-                                      test_fraction=0.5, val_fraction=0.2, train_per_class=10)
+    splits, summary = prepare_dataset(
+        tmp_path,
+        train="sklearn:digits",
+        rows=[1000, 1797],
+        label_map=label_map,
+        test_fraction=0.5,
+        val_fraction=0.2,
+        train_per_class=10,
+    )
     assert summary["class_counts"]["train"] == {"even": 10, "odd": 10}
     assert summary["samples"] == {"train": 20, "val": 80, "test": 399}
     ids = {int(i.split("_")[1]) for s in splits.values() for i in s.sample_ids}

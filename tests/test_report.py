@@ -13,16 +13,17 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib import image
-
 from conftest import snakemake
+from matplotlib import image
 from stagewise.errors import StagewiseError
 from stagewise.report import html
 from stagewise.steps import evaluate, report
 
 HAVE_CHROMIUM = Path("/usr/bin/chromium").exists() or shutil.which("chromium")
-needs_chromium = pytest.mark.skipif(not HAVE_CHROMIUM and not os.environ.get("CI"),
-                                    reason="chromium not installed (bash .ci/system-deps.sh); required in CI")
+needs_chromium = pytest.mark.skipif(
+    not HAVE_CHROMIUM and not os.environ.get("CI"),
+    reason="chromium not installed (bash .ci/system-deps.sh); required in CI",
+)
 
 SHOWN = """Array.from(document.querySelectorAll('#metrics-table tbody tr')).map(tr => ({
   experiment: tr.dataset.experiment, stage: tr.dataset.stage,
@@ -58,7 +59,7 @@ def test_report_renders_offline_without_errors_and_shows_metrics_tsv(tiny_run, t
 def test_metrics_tsv_carries_intervals_and_paired_gains(tiny_run):
     table = pd.read_csv(tiny_run / "results/metrics.tsv", sep="\t").set_index(["experiment", "stage"])
     scratch = table.loc[("scratch", "scratch")]
-    for (experiment, stage), row in table.iterrows():
+    for (experiment, _stage), row in table.iterrows():
         for metric in ["accuracy", "balanced_accuracy", "f1", "auprc", "auroc"]:
             assert row[f"{metric}_ci_low"] <= row[metric] <= row[f"{metric}_ci_high"], (experiment, metric)
             if experiment != "scratch":
@@ -92,8 +93,14 @@ def test_snakemake_report_bundles_the_marked_figures_and_tables(tiny_run, tmp_pa
     out = tmp_path / "report.zip"
     snakemake(tiny_run, "--report", str(out))
     names = zipfile.ZipFile(out).namelist()
-    for expected in ["learning_curves.png", "comparison.png", "confusion_matrix.png", "metrics.tsv", "report.html",
-                     "test_metrics.json"]:
+    for expected in [
+        "learning_curves.png",
+        "comparison.png",
+        "confusion_matrix.png",
+        "metrics.tsv",
+        "report.html",
+        "test_metrics.json",
+    ]:
         assert any(name.endswith(expected) for name in names), expected
 
 
@@ -113,20 +120,45 @@ def test_paired_bootstrap_refuses_predictions_of_other_test_samples(tmp_path):
 
 
 def test_compatibility_section_shows_keys_it_does_not_know():
-    page = html.compatibility_checks({
-        "checkpoint": "ckpt.pt", "status": "warning", "surgery": {"batch": ["new_lab"]},
-        "checks": [{"check": "features", "status": "warning", "message": "reordered 3", "reordered": ["g1", "g2"],
-                    "future_key": {"nested": 1}}]})
+    page = html.compatibility_checks(
+        {
+            "checkpoint": "ckpt.pt",
+            "status": "warning",
+            "surgery": {"batch": ["new_lab"]},
+            "checks": [
+                {
+                    "check": "features",
+                    "status": "warning",
+                    "message": "reordered 3",
+                    "reordered": ["g1", "g2"],
+                    "future_key": {"nested": 1},
+                }
+            ],
+        }
+    )
     for text in ["ckpt.pt", "reordered 3", "g1, g2", "future key", "nested", "surgery", "new_lab"]:
         assert text in page, text
     assert "<script" not in page and html.escape("<x>") == "&lt;x&gt;"
 
 
 def test_metrics_table_without_bootstrap_shows_values_only():
-    table = pd.DataFrame([{"experiment": "a", "stage": "1_x", "n_test": 10, "accuracy": 0.5,
-                           "accuracy_ci_low": np.nan, "accuracy_ci_high": np.nan}])
+    table = pd.DataFrame(
+        [
+            {
+                "experiment": "a",
+                "stage": "1_x",
+                "n_test": 10,
+                "accuracy": 0.5,
+                "accuracy_ci_low": np.nan,
+                "accuracy_ci_high": np.nan,
+            }
+        ]
+    )
     page = html.metrics_table(table, "accuracy")
-    assert '<span class="v">0.5000</span></td>' in page and 'class="ci"' not in page.split("<tbody>")[1].split("</tbody>")[0]
+    assert (
+        '<span class="v">0.5000</span></td>' in page
+        and 'class="ci"' not in page.split("<tbody>")[1].split("</tbody>")[0]
+    )
 
 
 def _regression_model(folder: Path, y: np.ndarray, pred: np.ndarray, with_history: bool) -> None:
@@ -135,15 +167,31 @@ def _regression_model(folder: Path, y: np.ndarray, pred: np.ndarray, with_histor
     folder.mkdir(parents=True)
     scores = metrics.regression(y, pred)
     reps = bootstrap.replicates("regression", {"labels": y, "predictions": pred}, 200, 0)
-    (folder / "test_metrics.json").write_text(json.dumps({
-        "task": "regression", "n_test": len(y), "label_names": [], "metrics": scores,
-        "ci": {k: bootstrap.interval(v) for k, v in reps.items()}, "model_sha256": "ab" * 32}))
+    (folder / "test_metrics.json").write_text(
+        json.dumps(
+            {
+                "task": "regression",
+                "n_test": len(y),
+                "label_names": [],
+                "metrics": scores,
+                "ci": {k: bootstrap.interval(v) for k, v in reps.items()},
+                "model_sha256": "ab" * 32,
+            }
+        )
+    )
     with h5py.File(folder / "test_predictions.h5", "w") as h5:
         h5["labels"], h5["predictions"] = y, pred
         h5.create_dataset("sample_ids", data=[f"s{i}" for i in range(len(y))], dtype=h5py.string_dtype())
     if with_history:
-        pd.DataFrame({"epoch": [1, 2], "lr": [1e-3, 1e-3], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.6],
-                      "val_mae": [0.9, 0.5]}).to_csv(folder / "history.tsv", sep="\t", index=False)
+        pd.DataFrame(
+            {
+                "epoch": [1, 2],
+                "lr": [1e-3, 1e-3],
+                "train_loss": [1.0, 0.5],
+                "val_loss": [1.1, 0.6],
+                "val_mae": [0.9, 0.5],
+            }
+        ).to_csv(folder / "history.tsv", sep="\t", index=False)
 
 
 def test_report_of_a_regression_run_compares_errors_the_right_way_round(tmp_path):
@@ -153,15 +201,30 @@ def test_report_of_a_regression_run_compares_errors_the_right_way_round(tmp_path
     _regression_model(good, y, y + rng.normal(scale=0.2, size=150), True)
     _regression_model(bad, y, y + rng.normal(scale=0.8, size=150), True)
     (tmp_path / "compatibility.json").write_text(json.dumps({"checkpoint": "c.pt", "status": "ok", "checks": []}))
-    models = [{"experiment": "transfer", "stage": "1_all", "dir": str(good), "kind": "stage"},
-              {"experiment": "scratch", "stage": "scratch", "dir": str(bad), "kind": "baseline"}]
-    outputs = {"html": str(tmp_path / "report.html"), "metrics": str(tmp_path / "metrics.tsv"),
-               "figures": str(tmp_path / "figures")}
-    report.run({"compatibility": str(tmp_path / "compatibility.json"), "benchmarks": []}, outputs,
-               {"models": models, "title": "regression", "version": "0", "evaluation": {"bootstrap": 200, "seed": 0, "top_k": [1]}})
+    models = [
+        {"experiment": "transfer", "stage": "1_all", "dir": str(good), "kind": "stage"},
+        {"experiment": "scratch", "stage": "scratch", "dir": str(bad), "kind": "baseline"},
+    ]
+    outputs = {
+        "html": str(tmp_path / "report.html"),
+        "metrics": str(tmp_path / "metrics.tsv"),
+        "figures": str(tmp_path / "figures"),
+    }
+    report.run(
+        {"compatibility": str(tmp_path / "compatibility.json"), "benchmarks": []},
+        outputs,
+        {
+            "models": models,
+            "title": "regression",
+            "version": "0",
+            "evaluation": {"bootstrap": 200, "seed": 0, "top_k": [1]},
+        },
+    )
     table = pd.read_csv(outputs["metrics"], sep="\t").set_index("experiment")
     assert list(table.columns[2:5]) == ["mae", "mae_ci_low", "mae_ci_high"]  # the task's metric order
-    assert table.loc["transfer", "mae_gain"] < 0 and table.loc["transfer", "mae_p_no_gain"] < 0.01  # lower error: a gain
+    assert (
+        table.loc["transfer", "mae_gain"] < 0 and table.loc["transfer", "mae_p_no_gain"] < 0.01
+    )  # lower error: a gain
     assert table.loc["transfer", "r2_gain"] > 0 and table.loc["transfer", "r2_p_no_gain"] < 0.01
     page = Path(outputs["html"]).read_text()
     assert "transfer helped" in page and "Per-class metrics apply to classification" in page

@@ -15,7 +15,6 @@ import h5py
 import pytest
 import torch
 import yaml
-
 from conftest import SNAKEMAKE, TINY, copy_run, shared_run, snakemake, snakemake_command, write_config
 
 pytestmark = pytest.mark.e2e
@@ -55,12 +54,23 @@ def _add_experiment(c):
 
 
 EDITS = {
-    "stage 2 lr": (_edit_stage_lr, {("finetune", "gradual/stages/2_all"), ("evaluate", "gradual/stages/2_all"), ("report", ".")}),
+    "stage 2 lr": (
+        _edit_stage_lr,
+        {("finetune", "gradual/stages/2_all"), ("evaluate", "gradual/stages/2_all"), ("report", ".")},
+    ),
     "evaluation metrics": (_edit_metrics, {("evaluate", m) for m in TRAINED} | {("report", ".")}),
-    "val_fraction": (_edit_val_fraction, {("prepare_data", "data/target"), ("check_compatibility", "."), ("report", ".")}
-                     | {("finetune", s) for s in STAGES} | {("train_scratch", "baselines/scratch")} | {("evaluate", m) for m in TRAINED}),
+    "val_fraction": (
+        _edit_val_fraction,
+        {("prepare_data", "data/target"), ("check_compatibility", "."), ("report", ".")}
+        | {("finetune", s) for s in STAGES}
+        | {("train_scratch", "baselines/scratch")}
+        | {("evaluate", m) for m in TRAINED},
+    ),
     "report title": (_edit_title, {("report", ".")}),
-    "new experiment": (_add_experiment, {("finetune", "extra/stages/1_head"), ("evaluate", "extra/stages/1_head"), ("report", ".")}),
+    "new experiment": (
+        _add_experiment,
+        {("finetune", "extra/stages/1_head"), ("evaluate", "extra/stages/1_head"), ("report", ".")},
+    ),
     "nothing": (lambda c: None, set()),
 }
 
@@ -128,7 +138,13 @@ def test_provenance_chain_flags_a_changed_link(tiny_run, tmp_path):
     cli = [str(Path(SNAKEMAKE[0]).with_name("stagewise")), "provenance", str(model)]
     done = subprocess.run(cli, capture_output=True, text=True, cwd=workdir)
     assert done.returncode == 0, done.stderr
-    for name in ["gradual/stages/1_head/model_best.pt", "start/model.pt", "pretrain/model.pt", "data/target/train.h5", "data/source/train.h5"]:
+    for name in [
+        "gradual/stages/1_head/model_best.pt",
+        "start/model.pt",
+        "pretrain/model.pt",
+        "data/target/train.h5",
+        "data/source/train.h5",
+    ]:
         assert f"results/{name}" in done.stdout
     assert "CHANGED" not in done.stdout
     start = torch.load(workdir / "results/start/model.pt", weights_only=True)
@@ -155,7 +171,13 @@ def slow_reference(tmp_path_factory) -> Path:
 
 def _kill_when(workdir: Path, log: str, needle: str) -> None:
     """Start snakemake; kill -9 it and its jobs once `log` contains `needle`."""
-    process = subprocess.Popen(snakemake_command(workdir, cores=1), cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        snakemake_command(workdir, cores=1),
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 900  # generous: other xdist workers share the cores
     path = workdir / log
     try:
@@ -183,12 +205,16 @@ def _assert_nothing_partial(workdir: Path, reference: Path) -> None:
                 pass
 
 
-@pytest.mark.parametrize("log,needle", [
-    ("logs/prepare_data/target.log", ""),
-    ("logs/finetune/gradual/2_all.log", "it/s]"),
-    ("logs/evaluate/gradual/stages/1_head.log", ""),
-    ("logs/report/report.log", ""),
-], ids=["prepare_data", "finetune mid-epoch", "evaluate", "report"])
+@pytest.mark.parametrize(
+    "log,needle",
+    [
+        ("logs/prepare_data/target.log", ""),
+        ("logs/finetune/gradual/2_all.log", "it/s]"),
+        ("logs/evaluate/gradual/stages/1_head.log", ""),
+        ("logs/report/report.log", ""),
+    ],
+    ids=["prepare_data", "finetune mid-epoch", "evaluate", "report"],
+)
 def test_a_killed_run_loses_nothing(slow_reference, tmp_path, log, needle):
     write_config(tmp_path, SLOW)
     _kill_when(tmp_path, log, needle)

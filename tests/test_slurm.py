@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import REPO, TINY, file_lock, write_config
-from slurm_cluster import HERE, SHIPPED_PROFILE, start_cluster, skip_or_fail_if_unavailable, write_test_profile
+from slurm_cluster import HERE, SHIPPED_PROFILE, skip_or_fail_if_unavailable, start_cluster, write_test_profile
 from stagewise import resources
 from stagewise.cli import main as stagewise_main
 
-TIMEOUT = 600  # seconds for one snakemake call through SLURM (the e2e run takes ~1.5 min alone, more beside other xdist workers)
+# seconds for one snakemake call through SLURM (the e2e run takes ~1.5 min alone, more beside other xdist workers)
+TIMEOUT = 600
 GPU_RULES = {"pretrain", "finetune", "train_scratch", "evaluate"}
 # One experiment of two stages and the scratch baseline: 9 SLURM jobs in the e2e run.
 CONFIG = {
@@ -35,10 +35,14 @@ CONFIG = {
     "evaluation": {"baselines": ["scratch"]},
 }
 # The test cluster's settings as command-line options (what a user would pass to a shipped profile).
-OVERRIDES = [a for k, v in yaml.safe_load((HERE / "profile-overrides.yaml").read_text()).items() for a in (f"--{k}", str(v))]
+OVERRIDES = [
+    a for k, v in yaml.safe_load((HERE / "profile-overrides.yaml").read_text()).items() for a in (f"--{k}", str(v))
+]
 
 
-def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True, timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True, timeout: int = TIMEOUT
+) -> subprocess.CompletedProcess:
     """Run a command under `timeout -k 10` (SIGTERM leaves snakemake waiting for its SLURM jobs)."""
     env = {**os.environ, "PYTHONHASHSEED": "0", **(env or {})}
     done = subprocess.run(["timeout", "-k", "10", str(timeout), *cmd], cwd=cwd, env=env, capture_output=True, text=True)
@@ -50,8 +54,18 @@ def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True, 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """snakemake on the repo's Snakefile with workdir/config.yaml, run from the repository."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        *args,
+    ]
     return run(cmd, REPO, env, check)
 
 
@@ -133,11 +147,29 @@ def test_compatibility_failure_submits_no_job(e2e, tmp_path):
     ckpt["stagewise"]["feature_names"] = names[1:] + names[:1]  # same features, another order
     torch.save(ckpt, tmp_path / "shuffled.pt")
     config = copy.deepcopy(CONFIG)
-    config["pretrained"] = {"checkpoint": str(tmp_path / "shuffled.pt"), "features": "strict", "head": {"module": "head"}}
+    config["pretrained"] = {
+        "checkpoint": str(tmp_path / "shuffled.pt"),
+        "features": "strict",
+        "head": {"module": "head"},
+    }
     write_config(tmp_path, config)
     before = last_job_id()
-    done = run([sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--directory", str(tmp_path),
-                "--configfile", str(tmp_path / "config.yaml"), *OVERRIDES], REPO, check=False)
+    done = run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--profile",
+            "profiles/slurm",
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+            *OVERRIDES,
+        ],
+        REPO,
+        check=False,
+    )
     assert done.returncode != 0
     assert "features differ from the checkpoint's" in done.stdout + done.stderr
     assert "check_compatibility" in done.stdout + done.stderr
@@ -149,20 +181,40 @@ def long_stage(e2e, tmp_path_factory):
     """A config whose second stage trains long enough to be cancelled, and its local run (started here,
     waited for by calling the second item)."""
     config = copy.deepcopy(CONFIG)
-    config["pretrained"] = {"checkpoint": str(e2e["workdir"] / "results" / "pretrain" / "model.pt"), "head": {"module": "head"}}
+    config["pretrained"] = {
+        "checkpoint": str(e2e["workdir"] / "results" / "pretrain" / "model.pt"),
+        "head": {"module": "head"},
+    }
     config["data"]["target"]["train_per_class"] = None
     config["experiments"] = {"long": {"stages": [{"name": "all", "unfreeze_all": True, "epochs": 400}]}}
     config["evaluation"] = {"baselines": []}
     local = tmp_path_factory.mktemp("slurm_local")
     write_config(local, config)
     # The local run goes on in the background while the test drives SLURM; `finished()` waits for it.
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(local),
-           "--configfile", str(local / "config.yaml"), "--cores", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(local),
+        "--configfile",
+        str(local / "config.yaml"),
+        "--cores",
+        "2",
+    ]
     log = tmp_path_factory.mktemp("slurm_local_log") / "snakemake.log"
     t0 = time.monotonic()
     with open(log, "w") as out:
-        proc = subprocess.Popen(["timeout", "-k", "10", str(TIMEOUT), *cmd], cwd=REPO, env={**os.environ, "PYTHONHASHSEED": "0"},
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            ["timeout", "-k", "10", str(TIMEOUT), *cmd],
+            cwd=REPO,
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def finished() -> Path:
         proc.wait(timeout=TIMEOUT + 20)
@@ -192,16 +244,34 @@ def wait_for(condition, what: str, timeout: float = 300):
 def test_cancelled_stage_fails_clearly_and_rerun_matches_local(long_stage, tmp_path):
     config, local_run = long_stage
     write_config(tmp_path, config)
-    cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--directory", str(tmp_path),
-           "--configfile", str(tmp_path / "config.yaml"), *OVERRIDES]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        "profiles/slurm",
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(tmp_path / "config.yaml"),
+        *OVERRIDES,
+    ]
     before = last_job_id()
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    proc = subprocess.Popen(["timeout", "-k", "10", str(TIMEOUT), *cmd], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        ["timeout", "-k", "10", str(TIMEOUT), *cmd],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         log = tmp_path / "logs" / "finetune" / "long" / "1_all.log"
-        job = wait_for(lambda: next((j for j in sacct(before) if j["State"] == "RUNNING" and log.exists()), None),
-                       "the second stage's job to start training")
+        job = wait_for(
+            lambda: next((j for j in sacct(before) if j["State"] == "RUNNING" and log.exists()), None),
+            "the second stage's job to start training",
+        )
         run(["scancel", job["JobID"]], REPO)
         out, _ = proc.communicate(timeout=TIMEOUT + 20)
     finally:
@@ -211,7 +281,9 @@ def test_cancelled_stage_fails_clearly_and_rerun_matches_local(long_stage, tmp_p
     assert f"SLURM-job '{job['JobID']}' failed, SLURM status is: 'CANCELLED'" in out, out[-3000:]
     assert "Error in rule finetune" in out
     assert not (tmp_path / "results" / "long" / "stages" / "1_all" / "model_best.pt").exists()
-    assert [j["State"].split()[0] for j in sacct(before) if j["JobID"] == job["JobID"]] == ["CANCELLED"]  # "CANCELLED by 0"
+    assert [j["State"].split()[0] for j in sacct(before) if j["JobID"] == job["JobID"]] == [
+        "CANCELLED"
+    ]  # "CANCELLED by 0"
 
     before = last_job_id()
     run([*cmd, "--rerun-incomplete"], REPO)
@@ -235,10 +307,17 @@ def test_config_edit_reruns_only_affected_jobs_with_installed_profile(e2e, tmp_p
     config["experiments"]["gradual"]["stages"][1]["optimizer"] = {"lr": 5.0e-4}
     write_config(workdir, config)
     stages = workdir / "results" / "gradual" / "stages"
-    untouched = {p: p.stat().st_mtime_ns for p in [stages / "1_head" / "model_best.pt", workdir / "results" / "baselines" / "scratch" / "model_best.pt"]}
+    untouched = {
+        p: p.stat().st_mtime_ns
+        for p in [stages / "1_head" / "model_best.pt", workdir / "results" / "baselines" / "scratch" / "model_best.pt"]
+    }
     before = last_job_id()
     # what a user types in a project folder, with the installed profile
-    run([sys.executable, "-m", "stagewise.cli", "run", "--config", "config.yaml", "--profile", "slurm", *OVERRIDES], workdir, env)
+    run(
+        [sys.executable, "-m", "stagewise.cli", "run", "--config", "config.yaml", "--profile", "slurm", *OVERRIDES],
+        workdir,
+        env,
+    )
     assert comments(sacct(before)) == ["evaluate_wildcards_gradual_stages_2_all", "finetune_wildcards_gradual_2_all"]
     assert (stages / "2_all" / "model_best.pt").stat().st_mtime_ns > max(untouched.values())
     assert {p: p.stat().st_mtime_ns for p in untouched} == untouched
@@ -302,8 +381,23 @@ def test_two_process_stage_is_one_job_of_two_tasks_and_matches_the_local_run(clu
     target = "results/par/stages/1_all/model_best.pt"
     local = copy_run(e2e["workdir"], tmp_path / "local")
     write_config(local, _par_config())
-    run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(local),
-         "--configfile", str(local / "config.yaml"), "--cores", "2", target], REPO)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(local),
+            "--configfile",
+            str(local / "config.yaml"),
+            "--cores",
+            "2",
+            target,
+        ],
+        REPO,
+    )
     workdir = copy_run(e2e["workdir"], tmp_path / "slurm")
     write_config(workdir, _par_config())
     profile = write_test_profile(tmp_path / "profile", cluster)

@@ -9,21 +9,31 @@ import math
 import pandas as pd
 import pytest
 import torch
-
 from conftest import TINY, shared_folder, snakemake, write_config
 
 pytestmark = pytest.mark.e2e
 
 STAGES = [
     # 1: the new head, lr stepped down after epoch 1
-    {"name": "head", "train": ["head"], "epochs": 3, "optimizer": {"lr": 3.0e-3},
-     "scheduler": {"name": "MultiStepLR", "milestones": [1], "gamma": 0.1}, "tensorboard": True},
+    {
+        "name": "head",
+        "train": ["head"],
+        "epochs": 3,
+        "optimizer": {"lr": 3.0e-3},
+        "scheduler": {"name": "MultiStepLR", "milestones": [1], "gamma": 0.1},
+        "tensorboard": True,
+    },
     # 2: the top block and the head
     {"name": "top", "unfreeze_last": 1, "epochs": 2, "loss": {"name": "cross_entropy", "class_weights": "balanced"}},
     # 3: everything, cosine restarts per batch, and early stopping that must fire (no gain can exceed 1.0)
-    {"name": "all", "unfreeze_all": True, "epochs": 6, "layer_decay": 0.5,
-     "scheduler": {"name": "CosineAnnealingWarmRestarts", "T_0": 2, "interval": "batch"},
-     "early_stopping": {"monitor": "val_accuracy", "patience": 2, "min_delta": 1.0}},
+    {
+        "name": "all",
+        "unfreeze_all": True,
+        "epochs": 6,
+        "layer_decay": 0.5,
+        "scheduler": {"name": "CosineAnnealingWarmRestarts", "T_0": 2, "interval": "batch"},
+        "early_stopping": {"monitor": "val_accuracy", "patience": 2, "min_delta": 1.0},
+    },
 ]
 
 
@@ -41,7 +51,9 @@ def staged(tmp_path_factory):
 
 
 def read(stages, folder: str) -> tuple[dict, pd.DataFrame]:
-    return json.loads((stages / folder / "stage.json").read_text()), pd.read_csv(stages / folder / "history.tsv", sep="\t")
+    return json.loads((stages / folder / "stage.json").read_text()), pd.read_csv(
+        stages / folder / "history.tsv", sep="\t"
+    )
 
 
 def test_head_stage(staged):
@@ -57,9 +69,17 @@ def test_head_stage(staged):
 def test_top_stage_trains_the_last_block_and_the_head(staged):
     stage, _ = read(staged, "2_top")
     modules = stage["freeze_audit"]["modules"]
-    assert modules["encoder.0"]["trainable"] == 0 and modules["encoder.1"]["frozen"] == 0 and modules["head"]["frozen"] == 0
-    assert stage["freeze_audit"]["modes"] == {"encoder.0.dropout": "eval", "encoder.0.norm": "eval",
-                                              "encoder.1.dropout": "train", "encoder.1.norm": "train"}
+    assert (
+        modules["encoder.0"]["trainable"] == 0
+        and modules["encoder.1"]["frozen"] == 0
+        and modules["head"]["frozen"] == 0
+    )
+    assert stage["freeze_audit"]["modes"] == {
+        "encoder.0.dropout": "eval",
+        "encoder.0.norm": "eval",
+        "encoder.1.dropout": "train",
+        "encoder.1.norm": "train",
+    }
     assert stage["effective_config"]["training"]["optimizer"] == {"lr": 1e-3, "name": "AdamW"}  # inherited
     first = torch.load(staged / "1_head" / "model_best.pt", weights_only=True)["state_dict"]
     second = torch.load(staged / "2_top" / "model_best.pt", weights_only=True)["state_dict"]

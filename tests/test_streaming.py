@@ -7,7 +7,6 @@ import tracemalloc
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
 from stagewise.errors import StagewiseError
 from stagewise.io import hdf5
 from stagewise.io.batches import Batches
@@ -17,8 +16,15 @@ def _split(n: int, features: int = 16, seed: int = 0) -> hdf5.Split:
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, features)).astype(np.float32)
     X[:, 0] = np.arange(n)  # the row number, to follow samples through the shuffle
-    return hdf5.Split(X, rng.integers(0, 3, n), [f"f{i}" for i in range(features)], ["a", "b", "c"],
-                      [f"s{i}" for i in range(n)], {"batch": rng.integers(0, 2, n)}, {"batch": ["p1", "p2"]})
+    return hdf5.Split(
+        X,
+        rng.integers(0, 3, n),
+        [f"f{i}" for i in range(features)],
+        ["a", "b", "c"],
+        [f"s{i}" for i in range(n)],
+        {"batch": rng.integers(0, 2, n)},
+        {"batch": ["p1", "p2"]},
+    )
 
 
 def _write(tmp_path, n: int, **kw) -> str:
@@ -64,7 +70,11 @@ def test_sparse_split_is_densified_per_batch(tmp_path):
     path = tmp_path / "sparse.h5"
     with hdf5.Writer(path, layout, {"split": "train", "source_sha256": "x"}) as out:
         for start in range(0, 120, 50):
-            out.append(X[start:start + 50], np.arange(start, min(start + 50, 120)) % 2, [str(i) for i in range(start, min(start + 50, 120))])
+            out.append(
+                X[start : start + 50],
+                np.arange(start, min(start + 50, 120)) % 2,
+                [str(i) for i in range(start, min(start + 50, 120))],
+            )
     dense = np.concatenate([x.numpy() for x, _, _ in Batches(str(path), 16, in_memory="false").epoch(1)])
     np.testing.assert_array_equal(dense, X.toarray())
     np.testing.assert_array_equal(hdf5.read(path).X, X.toarray())
@@ -108,10 +118,9 @@ def test_streaming_memory_stays_flat_as_data_grows(tmp_path, monkeypatch):
 
 def test_training_from_a_streamed_file_learns_and_matches_in_memory(tmp_path, monkeypatch):
     """training.fit takes Batches as `train`: streamed and RAM give the same history, and the model learns."""
-    from test_freezing import settings
-
     from stagewise import freezing, training
     from stagewise.models import build
+    from test_freezing import settings
 
     monkeypatch.setattr(hdf5, "CHUNK_BYTES", 16 * 4 * 64)
     split = _split(600)
@@ -124,8 +133,14 @@ def test_training_from_a_streamed_file_learns_and_matches_in_memory(tmp_path, mo
         training.seed_everything(0)
         model = build("mlp", {"in_features": 16, "out_features": 3, "hidden": [16]})
         cfg = settings(epochs=2, batch_size=32, optimizer={"lr": 0.02})
-        result = training.fit(model, Batches(path, 32, shuffle=True, seed=0, in_memory=mode), split, cfg,
-                              freezing.Selection(names={n for n, _ in model.named_parameters()}), "stage")
+        result = training.fit(
+            model,
+            Batches(path, 32, shuffle=True, seed=0, in_memory=mode),
+            split,
+            cfg,
+            freezing.Selection(names={n for n, _ in model.named_parameters()}),
+            "stage",
+        )
         histories.append([(r["train_loss"], r["val_loss"]) for r in result.history])
     assert histories[0] == histories[1]
     assert result.history[-1]["val_accuracy"] > 0.9
@@ -150,15 +165,20 @@ def test_evaluate_and_validation_stream_the_split_never_reading_it_whole(tiny_ru
     assert json.loads((tmp_path / "m.json").read_text())["metrics"]["accuracy"] == expected["accuracy"]
     stage = json.loads((model.parent / "stage.json").read_text())["effective_config"]
     files = {k: str(tmp_path / f"{k}.out") for k in ("best", "last", "history", "stage")}
-    inputs = {"model": str(results / "start/model.pt"), "train": str(results / "data/target/train.h5"),
-              "val": str(results / "data/target/val.h5")}
+    inputs = {
+        "model": str(results / "start/model.pt"),
+        "train": str(results / "data/target/train.h5"),
+        "val": str(results / "data/target/val.h5"),
+    }
     finetune.run(inputs, files, {"stage": stage, "init": "parent", "label": "gradual/1_head"})
-    assert (tmp_path / "history.out").read_text().splitlines()[1].split("\t")[:5] == \
-        (model.parent / "history.tsv").read_text().splitlines()[1].split("\t")[:5]
+    assert (tmp_path / "history.out").read_text().splitlines()[1].split("\t")[:5] == (
+        model.parent / "history.tsv"
+    ).read_text().splitlines()[1].split("\t")[:5]
 
 
 def test_a_last_training_batch_of_one_sample_joins_the_batch_before(tmp_path):
-    """33 samples, batch 16: training gets 16 + 17 (BatchNorm cannot train on one sample); evaluation keeps 16 + 16 + 1."""
+    """33 samples, batch 16: training gets 16 + 17 (BatchNorm cannot train on one sample); evaluation keeps 16 + 16 +
+    1."""
     path = _write(tmp_path, 33)
     train, evaluation = Batches(path, 16, shuffle=True, seed=1), Batches(path, 16)
     assert [len(y) for _, _, y in train.epoch(0)] == [16, 17] and len(train) == 2

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from stagewise import freezing, losses, optim, training
 from stagewise.errors import StagewiseError
 from test_freezing import mlp, run, settings, splits
@@ -29,7 +28,9 @@ def lrs(spec: dict, epochs: int = 3, batches: int = 4, lr: float = 1.0) -> list[
 
 
 def test_multistep_steps_per_epoch():
-    assert lrs({"name": "MultiStepLR", "milestones": [1, 2], "gamma": 0.1}) == pytest.approx([1.0] * 4 + [0.1] * 4 + [0.01] * 4)
+    assert lrs({"name": "MultiStepLR", "milestones": [1, 2], "gamma": 0.1}) == pytest.approx(
+        [1.0] * 4 + [0.1] * 4 + [0.01] * 4
+    )
 
 
 def test_cosine_restarts_step_per_epoch_or_fractionally_per_batch():
@@ -58,9 +59,17 @@ def test_lr_groups_most_specific_glob_wins_and_layer_decay_counts_from_the_head(
     model = mlp()
     names = {n for n, _ in model.named_parameters()}
     scales = optim.lr_scales(model, names, {"encoder.*": 0.1, "encoder.0.norm": 0.01}, None, "training")
-    assert scales["encoder.1.linear.weight"] == 0.1 and scales["encoder.0.norm.bias"] == 0.01 and scales["head.bias"] == 1.0
+    assert (
+        scales["encoder.1.linear.weight"] == 0.1
+        and scales["encoder.0.norm.bias"] == 0.01
+        and scales["head.bias"] == 1.0
+    )
     decayed = optim.lr_scales(model, names, {}, 0.5, "training")
-    assert (decayed["head.weight"], decayed["encoder.1.linear.weight"], decayed["encoder.0.norm.weight"]) == (1.0, 0.5, 0.25)
+    assert (decayed["head.weight"], decayed["encoder.1.linear.weight"], decayed["encoder.0.norm.weight"]) == (
+        1.0,
+        0.5,
+        0.25,
+    )
     groups = optim.param_groups(model, names, 1e-3, decayed)
     assert [g["lr"] for g in groups] == pytest.approx([2.5e-4, 5e-4, 1e-3])
     with pytest.raises(StagewiseError, match="training.lr_groups: 'decoder' matches no module"):
@@ -70,18 +79,25 @@ def test_lr_groups_most_specific_glob_wins_and_layer_decay_counts_from_the_head(
 def test_discriminative_lrs_reach_the_optimizer_and_the_audit():
     _, _, result = run(mlp(), {"unfreeze_all": True}, layer_decay=0.5, optimizer={"lr": 0.01})
     groups = result.audit["optimizer_groups"]
-    assert [g["lr_scale"] for g in groups] == [0.25, 0.5, 1.0] and groups[2]["parameters"] == ["head.weight", "head.bias"]
+    assert [g["lr_scale"] for g in groups] == [0.25, 0.5, 1.0] and groups[2]["parameters"] == [
+        "head.weight",
+        "head.bias",
+    ]
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"name": "AdamW", "lr": 0.01, "betas": [0.8, 0.9], "weight_decay": 0.1}, None),
-    ({"name": "SGD", "lr": 0.1, "momentum": 0.9, "nesterov": True}, None),
-    ({"name": "SGD", "lr": 0.1, "nesterov": True}, "Nesterov momentum requires a momentum"),
-    ({"name": "Adam", "lr": -1.0}, "Invalid learning rate: -1.0"),
-    ({"name": "AdamW", "betas": [0.9, 1.0]}, "Invalid beta parameter at index 1"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"name": "AdamW", "lr": 0.01, "betas": [0.8, 0.9], "weight_decay": 0.1}, None),
+        ({"name": "SGD", "lr": 0.1, "momentum": 0.9, "nesterov": True}, None),
+        ({"name": "SGD", "lr": 0.1, "nesterov": True}, "Nesterov momentum requires a momentum"),
+        ({"name": "Adam", "lr": -1.0}, "Invalid learning rate: -1.0"),
+        ({"name": "AdamW", "betas": [0.9, 1.0]}, "Invalid beta parameter at index 1"),
+    ],
+)
 def test_a_dry_run_optimizer_is_checked_by_torch_as_the_real_one(spec, message):
-    """`stagewise check` builds each stage's optimizer as a dry run: the same groups, the same errors, a scheduler on top."""
+    """`stagewise check` builds each stage's optimizer as a dry run: the same groups, the same errors, a scheduler on
+    top."""
     model = mlp()
     names = {n for n, _ in model.named_parameters()}
     training = {"optimizer": spec, "lr_groups": {"encoder.*": 0.1}}
@@ -93,20 +109,29 @@ def test_a_dry_run_optimizer_is_checked_by_torch_as_the_real_one(spec, message):
             built[dry_run] = str(error)
             continue
         optim.Schedule(optimizer, {"name": "MultiStepLR", "milestones": [1]}, 2, 1, "stage")
-        built[dry_run] = [{k: v for k, v in g.items() if k != "params"} | {"params": [id(p) for p in g["params"]]}
-                          for g in optimizer.param_groups]
+        built[dry_run] = [
+            {k: v for k, v in g.items() if k != "params"} | {"params": [id(p) for p in g["params"]]}
+            for g in optimizer.param_groups
+        ]
     assert built[True] == built[False]
     assert (message is None) == isinstance(built[True], list) and (message is None or message in built[True])
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("optimizer", {"name": "AdamW", "momentum": 0.9}, "stage.optimizer.momentum: not an argument of AdamW"),
-    ("optimizer", {"name": "SGD", "lr": 0.1, "momentum": -1}, "stage.optimizer: SGD rejects"),
-    ("scheduler", {"name": "MultiStepLR"}, "stage.scheduler: MultiStepLR rejects"),
-    ("scheduler", {"name": "CosineAnnealingWarmRestarts", "T_0": 2, "T_zero": 1}, "stage.scheduler.T_zero: not an argument"),
-    ("loss", {"name": "focal", "gama": 2}, "stage.loss.gama: not an argument of the focal loss"),
-    ("loss", {"name": "mse", "class_weights": "balanced"}, "stage.loss.class_weights: only"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("optimizer", {"name": "AdamW", "momentum": 0.9}, "stage.optimizer.momentum: not an argument of AdamW"),
+        ("optimizer", {"name": "SGD", "lr": 0.1, "momentum": -1}, "stage.optimizer: SGD rejects"),
+        ("scheduler", {"name": "MultiStepLR"}, "stage.scheduler: MultiStepLR rejects"),
+        (
+            "scheduler",
+            {"name": "CosineAnnealingWarmRestarts", "T_0": 2, "T_zero": 1},
+            "stage.scheduler.T_zero: not an argument",
+        ),
+        ("loss", {"name": "focal", "gama": 2}, "stage.loss.gama: not an argument of the focal loss"),
+        ("loss", {"name": "mse", "class_weights": "balanced"}, "stage.loss.class_weights: only"),
+    ],
+)
 def test_settings_torch_rejects_are_errors_naming_the_key(key, value, message):
     train, val = splits()
     model = mlp()
@@ -119,7 +144,7 @@ def test_settings_torch_rejects_are_errors_naming_the_key(key, value, message):
 def test_losses():
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0], [0.5, 0.5, 3.0]])
     y = torch.tensor([0, 1, 2])
-    build = lambda spec, labels=np.array([0, 0, 0, 1, 2]): losses.build(spec, labels, 3, torch.device("cpu"))  # noqa: E731
+    build = lambda spec, labels=np.array([0, 0, 0, 1, 2]): losses.build(spec, labels, 3, torch.device("cpu"))  # noqa: E731, B008
     assert build({"name": "cross_entropy"})(logits, y) == pytest.approx(F.cross_entropy(logits, y).item())
     smooth = build({"name": "cross_entropy", "label_smoothing": 0.1})(logits, y)
     assert smooth == pytest.approx(F.cross_entropy(logits, y, label_smoothing=0.1).item())
@@ -130,19 +155,26 @@ def test_losses():
     assert weighted == pytest.approx(F.cross_entropy(logits, y, weight=weights).item())
     assert build({"name": "focal", "gamma": 0.0})(logits, y) == pytest.approx(F.cross_entropy(logits, y).item())
     p = F.softmax(logits, 1)[torch.arange(3), y]
-    focal = (-(1 - p) ** 2 * p.log() * torch.tensor([0.25, 0.5, 1.0])).mean()
+    focal = (-((1 - p) ** 2) * p.log() * torch.tensor([0.25, 0.5, 1.0])).mean()
     assert build({"name": "focal", "gamma": 2.0, "alpha": [0.25, 0.5, 1.0]})(logits, y) == pytest.approx(focal.item())
     onehot = F.one_hot(y, 3).float()
     assert build({"name": "mse"})(logits, y) == pytest.approx(F.mse_loss(logits, onehot).item())
-    assert build({"name": "huber", "delta": 0.5})(logits, y) == pytest.approx(F.huber_loss(logits, onehot, delta=0.5).item())
+    assert build({"name": "huber", "delta": 0.5})(logits, y) == pytest.approx(
+        F.huber_loss(logits, onehot, delta=0.5).item()
+    )
     values = torch.tensor([[1.0], [2.0]])
     assert build({"name": "mse"})(values, torch.tensor([1.5, 2.0])) == pytest.approx(0.125)
 
 
 def test_early_stopping_fires_and_keeps_the_best_state():
     # nothing can improve val_accuracy by more than 1.0: the run stops after `patience` epochs
-    _, _, result = run(mlp(), {}, epochs=10, optimizer={"lr": 0.05},
-                       early_stopping={"monitor": "val_accuracy", "patience": 2, "min_delta": 1.0})
+    _, _, result = run(
+        mlp(),
+        {},
+        epochs=10,
+        optimizer={"lr": 0.05},
+        early_stopping={"monitor": "val_accuracy", "patience": 2, "min_delta": 1.0},
+    )
     assert len(result.history) == 3 and result.best_epoch == 1
     assert result.stopped.startswith("early stopping: val_accuracy did not improve for 2 epochs")
     assert not torch.equal(result.best_state["head.weight"], result.last_state["head.weight"])
@@ -176,8 +208,11 @@ def test_nan_loss_stops_naming_epoch_and_batch():
 
 def test_monitor_that_is_not_a_column_is_an_error_before_the_first_batch(monkeypatch):
     monkeypatch.setattr(training, "_forward", None)  # a batch would call it
-    with pytest.raises(StagewiseError, match=r"early_stopping.monitor: 'val_auc' is not recorded for task 'classification'; "
-                                             r"choose from \['val_loss', 'train_loss', 'val_accuracy'"):
+    with pytest.raises(
+        StagewiseError,
+        match=r"early_stopping.monitor: 'val_auc' is not recorded for task 'classification'; "
+        r"choose from \['val_loss', 'train_loss', 'val_accuracy'",
+    ):
         run(mlp(), {}, early_stopping={"monitor": "val_auc"})
 
 
@@ -219,7 +254,9 @@ def test_stage_errors_name_experiment_stage_and_key():
     assert where("baselines/scratch") == "baselines/scratch" and where("pretrain") == "pretrained.training"
     model = mlp()
     selection = freezing.select(model, {}, [], {}, "s")
-    with pytest.raises(StagewiseError, match=r"experiments.gradual.stages\[1\] \(top\).optimizer.momentm: not an argument of AdamW"):
+    with pytest.raises(
+        StagewiseError, match=r"experiments.gradual.stages\[1\] \(top\).optimizer.momentm: not an argument of AdamW"
+    ):
         optim.build_optimizer(model, selection.names, settings(optimizer={"momentm": 0.9}), where("gradual/2_top"))
 
 
@@ -234,6 +271,14 @@ def test_auto_mode_minimises_error_metrics():
     model = mlp(out_features=1)
     stage = settings(epochs=6, optimizer={"lr": 0.05})  # validated as classification, the helper's task
     stage["early_stopping"]["monitor"] = "val_mae"
-    result = training.fit(model, train, val, stage, freezing.Selection({n for n, _ in model.named_parameters()}), "stage", task="regression")
+    result = training.fit(
+        model,
+        train,
+        val,
+        stage,
+        freezing.Selection({n for n, _ in model.named_parameters()}),
+        "stage",
+        task="regression",
+    )
     errors = [row["val_mae"] for row in result.history]
     assert result.history[result.best_epoch - 1]["val_mae"] == min(errors) and max(errors) > min(errors)

@@ -18,15 +18,19 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from conftest import snakemake, write_config
 from stagewise import checkpoints, cli, synthetic
+from torch import nn
 
 HEADER = "import torch\nfrom torch import nn\n\n\n"
-DIGITS_TARGET = {"train": "sklearn:digits", "rows": [600, 1000],
-                 "label_map": {d: ("even" if d % 2 == 0 else "odd") for d in range(10)},
-                 "test_fraction": 0.4, "val_fraction": 0.25, "train_per_class": 10}
+DIGITS_TARGET = {
+    "train": "sklearn:digits",
+    "rows": [600, 1000],
+    "label_map": {d: ("even" if d % 2 == 0 else "odd") for d in range(10)},
+    "test_fraction": 0.4,
+    "val_fraction": 0.25,
+    "train_per_class": 10,
+}
 PIXELS = [f"pixel_{i // 8}_{i % 8}" for i in range(64)]  # the names prepare gives sklearn:digits' columns
 FAST = {"training": {"epochs": 2, "batch_size": 16, "optimizer": {"lr": 1.0e-3}}, "report": {"title": "user model"}}
 
@@ -178,7 +182,8 @@ LAB_ORDER = ["odd", "even"]  # the lab's pandas category order: output 0 is "odd
 
 
 def lab_project(folder: Path) -> dict:
-    """The lab trains ExprNet with plain torch on digits 0-599 (even/odd, its own order) and saves a plain state_dict."""
+    """The lab trains ExprNet with plain torch on digits 0-599 (even/odd, its own order) and saves a plain
+    state_dict."""
     write_module(folder, "labnet", ExprNet)
     X, y = digits(slice(0, 600), LAB_ORDER)
     torch.manual_seed(0)
@@ -189,15 +194,29 @@ def lab_project(folder: Path) -> dict:
         nn.functional.cross_entropy(model(X), y).backward()
         optimizer.step()
     torch.save(model.state_dict(), folder / "lab.pt")
-    return {"data": {"target": DIGITS_TARGET},
-            "model": {"architecture": "labnet:ExprNet", "params": {"n_hidden": 16},
-                      "from_data": {"n_features": "n_features", "n_classes": "n_labels"}},
-            "pretrained": {"checkpoint": "lab.pt", "label_names": write_lines(folder / "labels.txt", LAB_ORDER),
-                           "feature_names": write_lines(folder / "features.txt", PIXELS)},
-            **FAST,
-            "experiments": {"gradual": {"stages": [{"name": "head", "train": ["head"], "optimizer": {"lr": 3.0e-3}},
-                                                   {"name": "all", "unfreeze_all": True}]}},
-            "evaluation": {"baselines": ["pretrained"], "bootstrap": 20}}
+    return {
+        "data": {"target": DIGITS_TARGET},
+        "model": {
+            "architecture": "labnet:ExprNet",
+            "params": {"n_hidden": 16},
+            "from_data": {"n_features": "n_features", "n_classes": "n_labels"},
+        },
+        "pretrained": {
+            "checkpoint": "lab.pt",
+            "label_names": write_lines(folder / "labels.txt", LAB_ORDER),
+            "feature_names": write_lines(folder / "features.txt", PIXELS),
+        },
+        **FAST,
+        "experiments": {
+            "gradual": {
+                "stages": [
+                    {"name": "head", "train": ["head"], "optimizer": {"lr": 3.0e-3}},
+                    {"name": "all", "unfreeze_all": True},
+                ]
+            }
+        },
+        "evaluation": {"baselines": ["pretrained"], "bootstrap": 20},
+    }
 
 
 @pytest.mark.e2e
@@ -257,15 +276,19 @@ OPENSPLICEAI = {
 
 @pytest.mark.e2e
 def test_openspliceai_class_as_shipped_no_subclass(tmp_path):
-    osai = pytest.importorskip("openspliceai.train_base.openspliceai",
-                               reason="openspliceai==0.0.7 not installed (pip install --no-deps openspliceai==0.0.7)")
+    osai = pytest.importorskip(
+        "openspliceai.train_base.openspliceai",
+        reason="openspliceai==0.0.7 not installed (pip install --no-deps openspliceai==0.0.7)",
+    )
     assert synthetic.SPLICE_CLASSES == SPLICE_LABELS
     (tmp_path / "data").mkdir()
     synthetic.write_splice(tmp_path / "data/b_train.h5", 40, "target", seed=1)
     synthetic.write_splice(tmp_path / "data/b_test.h5", 40, "target", seed=2)
     source = synthetic.splice_sites(64, "source", seed=0)
     torch.manual_seed(0)
-    model = osai.SpliceAI(32, np.array([11] * 4), np.array([1] * 4))  # an OpenSpliceAI model object, trained a few steps
+    model = osai.SpliceAI(
+        32, np.array([11] * 4), np.array([1] * 4)
+    )  # an OpenSpliceAI model object, trained a few steps
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.as_tensor(source["X"], dtype=torch.float32).transpose(1, 2)
     for _ in range(5):
@@ -273,12 +296,14 @@ def test_openspliceai_class_as_shipped_no_subclass(tmp_path):
         nn.functional.nll_loss(model(x).clamp_min(1e-8).log(), torch.as_tensor(source["y"])).backward()
         optimizer.step()
     torch.save(model.state_dict(), tmp_path / "spliceai.pt")
-    config = {"data": {"target": {"train": "data/b_train.h5", "test": "data/b_test.h5", "val_fraction": 0.25}},
-              "model": OPENSPLICEAI,
-              "pretrained": {"checkpoint": "spliceai.pt", "label_names": write_lines(tmp_path / "labels.txt", SPLICE_LABELS)},
-              **FAST,
-              "experiments": {"unfreeze_last_2": {"stages": [{"name": "last2", "unfreeze_last": 2}]}},
-              "evaluation": {"metrics": ["top_k", "auprc"], "baselines": ["pretrained"], "bootstrap": 20}}
+    config = {
+        "data": {"target": {"train": "data/b_train.h5", "test": "data/b_test.h5", "val_fraction": 0.25}},
+        "model": OPENSPLICEAI,
+        "pretrained": {"checkpoint": "spliceai.pt", "label_names": write_lines(tmp_path / "labels.txt", SPLICE_LABELS)},
+        **FAST,
+        "experiments": {"unfreeze_last_2": {"stages": [{"name": "last2", "unfreeze_last": 2}]}},
+        "evaluation": {"metrics": ["top_k", "auprc"], "baselines": ["pretrained"], "bootstrap": 20},
+    }
     write_config(tmp_path, config)
     snakemake(tmp_path)
     results = tmp_path / "results"
@@ -287,7 +312,9 @@ def test_openspliceai_class_as_shipped_no_subclass(tmp_path):
     assert json.loads((results / "compatibility.json").read_text())["mappings"]["head"] is None  # its head reused
     for folder in ("start", "unfreeze_last_2/stages/1_last2"):
         scores = metrics(results / folder)
-        assert set(scores) >= {"top_k", "auprc", "top_k_acceptor", "auprc_donor"} and all(np.isfinite(list(scores.values())))
+        assert set(scores) >= {"top_k", "auprc", "top_k_acceptor", "auprc_donor"} and all(
+            np.isfinite(list(scores.values()))
+        )
     audit = json.loads((results / "unfreeze_last_2/stages/1_last2/stage.json").read_text())["freeze_audit"]["modules"]
     # residual_units holds 4 ResidualUnits and, after the 4th, a Skip: the last two blocks are units 3 and 4
     assert {m for m in audit if audit[m]["trainable"]} == {"residual_units.3", "residual_units.4", "final_conv"}
@@ -304,10 +331,14 @@ def test_openspliceai_class_as_shipped_no_subclass(tmp_path):
 
 def digits_project(folder: Path, model: dict, module: str = "labzoo") -> dict:
     write_module(folder, module, make_net, DictNet, Base, Explodes, BadForward, Pair, Unsqueezed)
-    return {"data": {"target": DIGITS_TARGET}, "model": model,
-            "pretrained": {"checkpoint": "ck.pt", "label_names": write_lines(folder / "labels.txt", ["even", "odd"])},
-            **FAST, "experiments": {"one": {"stages": [{"name": "all", "unfreeze_all": True}]}},
-            "evaluation": {"baselines": [], "bootstrap": 0}}
+    return {
+        "data": {"target": DIGITS_TARGET},
+        "model": model,
+        "pretrained": {"checkpoint": "ck.pt", "label_names": write_lines(folder / "labels.txt", ["even", "odd"])},
+        **FAST,
+        "experiments": {"one": {"stages": [{"name": "all", "unfreeze_all": True}]}},
+        "evaluation": {"baselines": [], "bootstrap": 0},
+    }
 
 
 def check(capsys) -> tuple[int, str]:
@@ -320,14 +351,29 @@ def check(capsys) -> tuple[int, str]:
 def test_factory_and_dict_output_pass_the_check(project, capsys):
     torch.manual_seed(0)
     torch.save(make_net(64, 2).state_dict(), project / "ck.pt")
-    write_config(project, digits_project(project, {"architecture": "labzoo:make_net", "params": {"width": 8},
-                                                    "from_data": {"n_in": "n_features", "n_out": "n_labels"}}))
+    write_config(
+        project,
+        digits_project(
+            project,
+            {
+                "architecture": "labzoo:make_net",
+                "params": {"width": 8},
+                "from_data": {"n_in": "n_features", "n_out": "n_labels"},
+            },
+        ),
+    )
     rc, out = check(capsys)
     assert rc == 0, out
     assert "6 tensors matched" in out and "stages: 1 of 1 valid" in out
     torch.save(DictNet(64, 2).state_dict(), project / "ck.pt")
-    config = digits_project(project, {"architecture": "labzoo:DictNet", "from_data": {"n_inputs": "n_features", "n_labels": "n_labels"},
-                                      "output": "logits"})
+    config = digits_project(
+        project,
+        {
+            "architecture": "labzoo:DictNet",
+            "from_data": {"n_inputs": "n_features", "n_labels": "n_labels"},
+            "output": "logits",
+        },
+    )
     write_config(project, config)
     rc, out = check(capsys)
     assert rc == 0, out
@@ -338,12 +384,21 @@ def test_factory_and_dict_output_pass_the_check(project, capsys):
 
 
 def test_positional_only_sizes_a_tuple_and_a_config_object(project, capsys):
-    (project / "posonly.py").write_text("from dataclasses import dataclass\n\n" + HEADER
-                                        + "\n\n".join(inspect.getsource(o) for o in (NetConfig, PositionalOnly)))
+    (project / "posonly.py").write_text(
+        "from dataclasses import dataclass\n\n"
+        + HEADER
+        + "\n\n".join(inspect.getsource(o) for o in (NetConfig, PositionalOnly))
+    )
     torch.save(PositionalOnly(64, 2, (8,), config=NetConfig(4)).state_dict(), project / "ck.pt")
-    config = digits_project(project, {"architecture": "posonly:PositionalOnly", "from_data": {"n_in": "n_features", "n_out": "n_labels"},
-                                      "params": {"widths": [8], "config": {"width": 4}},
-                                      "convert": {"widths": "tuple", "config": "posonly:NetConfig"}})
+    config = digits_project(
+        project,
+        {
+            "architecture": "posonly:PositionalOnly",
+            "from_data": {"n_in": "n_features", "n_out": "n_labels"},
+            "params": {"widths": [8], "config": {"width": 4}},
+            "convert": {"widths": "tuple", "config": "posonly:NetConfig"},
+        },
+    )
     write_config(project, config)
     rc, out = check(capsys)
     assert rc == 0, out
@@ -359,12 +414,22 @@ def test_dict_output_with_a_new_head_through_the_workflow(tmp_path):
     """A 10-digit checkpoint of DictNet to even/odd: built with 10 outputs as the checkpoint was, its head replaced."""
     torch.manual_seed(0)
     torch.save(DictNet(64, 10).state_dict(), tmp_path / "ck.pt")
-    config = digits_project(tmp_path, {"architecture": "labzoo:DictNet", "output": "logits", "head": "classifier",
-                                       "from_data": {"n_inputs": "n_features", "n_labels": "n_labels"}})
+    config = digits_project(
+        tmp_path,
+        {
+            "architecture": "labzoo:DictNet",
+            "output": "logits",
+            "head": "classifier",
+            "from_data": {"n_inputs": "n_features", "n_labels": "n_labels"},
+        },
+    )
     config["pretrained"] = {"checkpoint": "ck.pt", "head": {"module": None}}
     write_config(tmp_path, config)
     snakemake(tmp_path)
-    assert "'classifier' (10 outputs) replaced by a new seeded Linear with 2 outputs" in (tmp_path / "results/compatibility.txt").read_text()
+    assert (
+        "'classifier' (10 outputs) replaced by a new seeded Linear with 2 outputs"
+        in (tmp_path / "results/compatibility.txt").read_text()
+    )
     final = tmp_path / "results/one/stages/1_all"
     assert 0 <= metrics(final)["accuracy"] <= 1
     meta = checkpoints.load(final / "model_best.pt").meta
@@ -376,14 +441,26 @@ def test_dict_output_with_a_new_head_through_the_workflow(tmp_path):
 
 
 BAD = {  # name: (model keys, what the message must say)
-    "import": ({"architecture": "broken:Net"},
-               ["model.architecture: cannot import 'broken:Net'", "NameError", "name 'WIDTH' is not defined"]),
-    "constructor": ({"architecture": "labzoo:Explodes"},
-                    ["model.architecture: labzoo:Explodes: the constructor failed", "RuntimeError: CUDA driver not found"]),
-    "rejected": ({"architecture": "labzoo:Base", "params": {"width": 8, "depth": 3, "colour": "red"}},
-                 ["labzoo:Base: the constructor failed", "TypeError", "it does not accept ['colour', 'depth']"]),
-    "forward": ({"architecture": "labzoo:BadForward"},
-                ["labzoo:BadForward: the first forward pass on 2 samples of shape (64,) failed", "RuntimeError", "mat1 and mat2"]),
+    "import": (
+        {"architecture": "broken:Net"},
+        ["model.architecture: cannot import 'broken:Net'", "NameError", "name 'WIDTH' is not defined"],
+    ),
+    "constructor": (
+        {"architecture": "labzoo:Explodes"},
+        ["model.architecture: labzoo:Explodes: the constructor failed", "RuntimeError: CUDA driver not found"],
+    ),
+    "rejected": (
+        {"architecture": "labzoo:Base", "params": {"width": 8, "depth": 3, "colour": "red"}},
+        ["labzoo:Base: the constructor failed", "TypeError", "it does not accept ['colour', 'depth']"],
+    ),
+    "forward": (
+        {"architecture": "labzoo:BadForward"},
+        [
+            "labzoo:BadForward: the first forward pass on 2 samples of shape (64,) failed",
+            "RuntimeError",
+            "mat1 and mat2",
+        ],
+    ),
     "tuple": ({"architecture": "labzoo:Pair"}, ["expected one tensor, got a tuple of 2", "model.output"]),
     "shape": ({"architecture": "labzoo:Unsqueezed"}, ["expected logits (2, 2) for classification, got (2, 1, 2)"]),
 }
@@ -432,15 +509,23 @@ def test_channels_first_output_without_channels_first_names_both_shapes(project,
     write_module(project, "seqnet", PerPosition)
     torch.manual_seed(0)
     torch.save(PerPosition(3).state_dict(), project / "ck.pt")
-    config = {"data": {"target": {"train": "data/train.h5", "val_fraction": 0.25, "test_fraction": 0.25}},
-              "model": {"architecture": "seqnet:PerPosition", "task": "sequence_labeling", "from_data": {"n_out": "n_labels"}},
-              "pretrained": {"checkpoint": "ck.pt", "label_names": write_lines(project / "labels.txt", SPLICE_LABELS)},
-              "experiments": {"one": {"stages": [{"name": "all", "unfreeze_all": True}]}}}
+    config = {
+        "data": {"target": {"train": "data/train.h5", "val_fraction": 0.25, "test_fraction": 0.25}},
+        "model": {
+            "architecture": "seqnet:PerPosition",
+            "task": "sequence_labeling",
+            "from_data": {"n_out": "n_labels"},
+        },
+        "pretrained": {"checkpoint": "ck.pt", "label_names": write_lines(project / "labels.txt", SPLICE_LABELS)},
+        "experiments": {"one": {"stages": [{"name": "all", "unfreeze_all": True}]}},
+    }
     write_config(project, config)
     rc, out = check(capsys)
     assert rc == 1
-    assert "expected per-position logits (2, L, 3) with L <= 100 positions, centred (the model returns channels first: " \
-           "set model.channels_first: true) for sequence_labeling, got (2, 3, 100)" in out, out
+    assert (
+        "expected per-position logits (2, L, 3) with L <= 100 positions, centred (the model returns channels first: "
+        "set model.channels_first: true) for sequence_labeling, got (2, 3, 100)" in out
+    ), out
     config["model"]["channels_first"] = {"output": True}
     write_config(project, config)
     rc, out = check(capsys)
@@ -470,7 +555,11 @@ def test_a_broken_plugin_is_a_clean_error_of_the_stagewise_command(tmp_path):
     import subprocess
 
     write_config(tmp_path, bad_config(tmp_path, "import"))
-    done = subprocess.run([sys.executable, "-m", "stagewise.cli", "check", "--config", "config.yaml"], cwd=tmp_path,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "stagewise.cli", "check", "--config", "config.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1 and "name 'WIDTH' is not defined" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr

@@ -8,12 +8,18 @@ import h5py
 import pandas as pd
 import pytest
 import torch
-
 from conftest import snakemake, write_config
 
 pytestmark = pytest.mark.e2e
 
-STAGE_FILES = ["model_best.pt", "model_last.pt", "history.tsv", "stage.json", "test_metrics.json", "test_predictions.h5"]
+STAGE_FILES = [
+    "model_best.pt",
+    "model_last.pt",
+    "history.tsv",
+    "stage.json",
+    "test_metrics.json",
+    "test_predictions.h5",
+]
 
 
 def test_every_contract_output_exists(tiny_run):
@@ -21,7 +27,14 @@ def test_every_contract_output_exists(tiny_run):
     for dataset in ("source", "target"):
         for name in ("train.h5", "val.h5", "test.h5", "summary.json"):
             assert (results / "data" / dataset / name).is_file(), f"data/{dataset}/{name}"
-    for path in ["pretrain/model.pt", "compatibility.json", "compatibility.txt", "start/model.pt", "report.html", "metrics.tsv"]:
+    for path in [
+        "pretrain/model.pt",
+        "compatibility.json",
+        "compatibility.txt",
+        "start/model.pt",
+        "report.html",
+        "metrics.tsv",
+    ]:
         assert (results / path).is_file(), path
     for folder in ["gradual/stages/1_head", "gradual/stages/2_all", "fixed/stages/1_head", "baselines/scratch"]:
         for name in STAGE_FILES:

@@ -9,8 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SHIPPED = ("Snakefile", "workflow/rules", "workflow/scripts", "workflow/schemas", "workflow/report", "envs", "profiles", "config",
-           ".snakemake-workflow-catalog.yml")
+SHIPPED = (
+    "Snakefile",
+    "workflow/rules",
+    "workflow/scripts",
+    "workflow/schemas",
+    "workflow/report",
+    "envs",
+    "profiles",
+    "config",
+    ".snakemake-workflow-catalog.yml",
+)
 _PACKAGED = Path(__file__).resolve().parent / "_workflow"
 ROOT = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[2]
 

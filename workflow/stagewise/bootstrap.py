@@ -8,7 +8,7 @@ Each function equals scikit-learn/scipy on the resampled arrays (tests/test_metr
 from __future__ import annotations
 
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -55,13 +55,16 @@ def _classification(data: dict, W: np.ndarray, top_k: list[int] = ()) -> dict:
     y, proba = data["labels"], data["probabilities"]
     n_classes = proba.shape[1]
     pred = proba.argmax(axis=1)
-    cells = (y * n_classes + pred)[:, None] == np.arange(n_classes ** 2)[None, :]
+    cells = (y * n_classes + pred)[:, None] == np.arange(n_classes**2)[None, :]
     cm = (W @ cells).reshape(len(W), n_classes, n_classes)
     tp, true, predicted = np.diagonal(cm, axis1=1, axis2=2), cm.sum(axis=2), cm.sum(axis=1)
-    out = {"accuracy": _mean(W, pred == y),
-           "balanced_accuracy": np.nanmean(_div(tp, true, np.nan), axis=1),
-           "precision": _div(tp, predicted).mean(axis=1), "recall": _div(tp, true).mean(axis=1),
-           "f1": _div(2 * tp, true + predicted).mean(axis=1)}
+    out = {
+        "accuracy": _mean(W, pred == y),
+        "balanced_accuracy": np.nanmean(_div(tp, true, np.nan), axis=1),
+        "precision": _div(tp, predicted).mean(axis=1),
+        "recall": _div(tp, true).mean(axis=1),
+        "f1": _div(2 * tp, true + predicted).mean(axis=1),
+    }
     ap, auc = zip(*(curves(y == c, proba[:, c], W) for c in range(n_classes)))
     out["auprc"], out["auroc"] = np.nanmean(ap, axis=0), np.nanmean(auc, axis=0)
     for k in top_k:
@@ -74,7 +77,7 @@ def _corr(a: np.ndarray, b: np.ndarray, W: np.ndarray) -> np.ndarray:
     total = W.sum(axis=1, keepdims=True)
     ac = a - (W * a).sum(axis=1, keepdims=True) / total
     bc = b - (W * b).sum(axis=1, keepdims=True) / total
-    return (W * ac * bc).sum(axis=1) / np.sqrt((W * ac ** 2).sum(axis=1) * (W * bc ** 2).sum(axis=1))
+    return (W * ac * bc).sum(axis=1) / np.sqrt((W * ac**2).sum(axis=1) * (W * bc**2).sum(axis=1))
 
 
 def _ranks(x: np.ndarray, W: np.ndarray) -> np.ndarray:
@@ -95,10 +98,15 @@ def _regression(data: dict, W: np.ndarray) -> dict:
     for t in range(y.shape[1]):
         e = p[:, t] - y[:, t]
         centred = y[:, t] - (W @ y[:, t] / W.sum(axis=1))[:, None]
-        per_target.append({"mae": _mean(W, np.abs(e)), "rmse": np.sqrt(_mean(W, e ** 2)),
-                           "r2": 1 - (W @ e ** 2) / (W * centred ** 2).sum(axis=1),
-                           "pearson": _corr(y[:, t], p[:, t], W),
-                           "spearman": _corr(_ranks(y[:, t], W), _ranks(p[:, t], W), W)})
+        per_target.append(
+            {
+                "mae": _mean(W, np.abs(e)),
+                "rmse": np.sqrt(_mean(W, e**2)),
+                "r2": 1 - (W @ e**2) / (W * centred**2).sum(axis=1),
+                "pearson": _corr(y[:, t], p[:, t], W),
+                "spearman": _corr(_ranks(y[:, t], W), _ranks(p[:, t], W), W),
+            }
+        )
     return {k: np.mean([m[k] for m in per_target], axis=0) for k in per_target[0]}
 
 
@@ -127,8 +135,12 @@ def _counts(data: dict, W: np.ndarray) -> dict:
     return out
 
 
-REPLICATES = {"classification": _classification, "regression": _regression,
-              "sequence_labeling": _sequence_labeling, "counts": _counts}
+REPLICATES = {
+    "classification": _classification,
+    "regression": _regression,
+    "sequence_labeling": _sequence_labeling,
+    "counts": _counts,
+}
 
 
 def options(task: str, names: list[str], top_k: list[int]) -> dict:

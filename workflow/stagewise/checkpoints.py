@@ -35,8 +35,12 @@ from .files import atomic_path, sha256_file
 FORMAT = 1
 WRAPPERS = ("state_dict", "model_state_dict", "model")  # where research scripts keep the state_dict
 RESAVE = "torch.save(model.state_dict(), 'model.pt')"
-_OTHER_FORMATS = {b"\x89HDF": "an HDF5 file", b"\x93NUMPY": "a NumPy .npy file", b"\x1f\x8b": "a gzip file",
-                  b"PAR1": "a Parquet file"}
+_OTHER_FORMATS = {
+    b"\x89HDF": "an HDF5 file",
+    b"\x93NUMPY": "a NumPy .npy file",
+    b"\x1f\x8b": "a gzip file",
+    b"PAR1": "a Parquet file",
+}
 
 
 @dataclass
@@ -59,11 +63,15 @@ def load(path: str | Path) -> Checkpoint:
         return _load_safetensors(path)
     for magic, what in _OTHER_FORMATS.items():
         if head.startswith(magic):
-            raise StagewiseError(f"{path}: wrong format: this is {what}, not a checkpoint; expected a PyTorch file "
-                                 "(.pt/.pth/.ckpt) or .safetensors")
+            raise StagewiseError(
+                f"{path}: wrong format: this is {what}, not a checkpoint; expected a PyTorch file "
+                "(.pt/.pth/.ckpt) or .safetensors"
+            )
     if not head.startswith(b"PK") and not head.startswith(b"\x80"):
-        raise StagewiseError(f"{path}: wrong format: not a PyTorch file (.pt/.pth/.ckpt, a zip archive or pickle) "
-                             "nor .safetensors; point pretrained.checkpoint at the saved weights")
+        raise StagewiseError(
+            f"{path}: wrong format: not a PyTorch file (.pt/.pth/.ckpt, a zip archive or pickle) "
+            "nor .safetensors; point pretrained.checkpoint at the saved weights"
+        )
     return _unwrap(_torch_load(path, mmap=zipfile.is_zipfile(path)), path)
 
 
@@ -84,8 +92,10 @@ def _torch_load(path: Path, mmap: bool) -> object:
             f"{RESAVE} (or safetensors). Detail: {_unpickling_detail(error)}"
         ) from None
     except Exception as error:  # truncated, corrupt, or a zip that is not a torch file
-        raise StagewiseError(f"{path}: corrupt or truncated checkpoint, cannot be read ({type(error).__name__}: "
-                             f"{str(error).splitlines()[0][:200]}); copy or save it again") from None
+        raise StagewiseError(
+            f"{path}: corrupt or truncated checkpoint, cannot be read ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200]}); copy or save it again"
+        ) from None
 
 
 def _unpickling_detail(error: Exception) -> str:
@@ -95,7 +105,11 @@ def _unpickling_detail(error: Exception) -> str:
 
 
 def _is_state_dict(obj: object) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
 
 
 def _unwrap(obj: object, path: Path) -> Checkpoint:
@@ -112,8 +126,10 @@ def _unwrap(obj: object, path: Path) -> Checkpoint:
                     return _strip(obj[key], meta, "Lightning checkpoint", (_common_prefix(obj[key]), "module."))
                 return _strip(obj[key], {}, f"state_dict under {key!r}", ("module.",))
     found = f"top-level keys {list(obj)[:10]}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
-    raise StagewiseError(f"{path}: wrong format: no state_dict found ({found}); expected a state_dict or a dict holding "
-                         f"one under {list(WRAPPERS)}; re-save it with {RESAVE}")
+    raise StagewiseError(
+        f"{path}: wrong format: no state_dict found ({found}); expected a state_dict or a dict holding "
+        f"one under {list(WRAPPERS)}; re-save it with {RESAVE}"
+    )
 
 
 def _common_prefix(state_dict: dict) -> str:
@@ -125,7 +141,7 @@ def _strip(state_dict: dict, meta: dict, origin: str, prefixes: tuple[str, ...])
     """Drop a prefix every key shares (Lightning's `model.`, DataParallel's `module.`)."""
     for prefix in prefixes:
         if prefix and all(key.startswith(prefix) for key in state_dict):
-            state_dict = {key[len(prefix):]: value for key, value in state_dict.items()}
+            state_dict = {key[len(prefix) :]: value for key, value in state_dict.items()}
             origin += f", prefix {prefix!r} stripped"
     return Checkpoint(state_dict, meta, origin)
 
@@ -137,14 +153,21 @@ def _load_safetensors(path: Path) -> Checkpoint:
         state_dict = safetensors.torch.load_file(path)
         meta = json.loads(header["stagewise"]) if "stagewise" in header else {}
     except (safetensors.SafetensorError, json.JSONDecodeError, OSError) as error:
-        raise StagewiseError(f"{path}: corrupt or truncated safetensors file ({error}); copy or save it again") from None
+        raise StagewiseError(
+            f"{path}: corrupt or truncated safetensors file ({error}); copy or save it again"
+        ) from None
     return Checkpoint(state_dict, meta, "stagewise safetensors" if meta else "plain safetensors")
 
 
 def save(path: str | Path, state_dict: dict[str, torch.Tensor], meta: dict) -> None:
     """Save weights and metadata atomically; a `.safetensors` path writes safetensors with the metadata as JSON."""
-    meta = {**meta, "format_version": FORMAT, "stagewise_version": __version__, "torch_version": str(torch.__version__),
-            "python_version": sys.version.split()[0]}
+    meta = {
+        **meta,
+        "format_version": FORMAT,
+        "stagewise_version": __version__,
+        "torch_version": str(torch.__version__),
+        "python_version": sys.version.split()[0],
+    }
     state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     with atomic_path(path) as tmp:
         if os.fspath(path).endswith(".safetensors"):

@@ -14,7 +14,6 @@ from . import config as sw_config
 from .errors import StagewiseError
 
 
-
 def _check(args: argparse.Namespace) -> int:
     """Read the target data (no split), check the checkpoint against it, validate every stage; print the report.
     Without a checkpoint, the model `pretrain` would build from data.source (random weights) stands in for it."""
@@ -24,10 +23,14 @@ def _check(args: argparse.Namespace) -> int:
 
     task, checkpoint, problems = cfg["model"]["task"], cfg["pretrained"]["checkpoint"], []
     with tempfile.TemporaryDirectory() as tmp:
+
         def read(name: str) -> str:
             splits = {k: f"{tmp}/{name}_{k}.h5" for k in ("train", "val", "test")}
-            prepare.run({}, {**splits, "summary": f"{tmp}/{name}_summary.json"}, {"dataset": cfg["data"][name], "name": name,
-                                                                                 "task": task, "split": False})
+            prepare.run(
+                {},
+                {**splits, "summary": f"{tmp}/{name}_summary.json"},
+                {"dataset": cfg["data"][name], "name": name, "task": task, "split": False},
+            )
             return splits["train"]
 
         if checkpoint is None:
@@ -35,8 +38,12 @@ def _check(args: argparse.Namespace) -> int:
             problems += stages.validate(source, cfg, pretraining=True)
             checkpoint = f"{tmp}/pretrain.pt"
             checkpoints.save(checkpoint, source.state_dict, source.meta)
-            print("pretrained.checkpoint is null: checked with the model `pretrain` builds from data.source (untrained)")
-        report, start = compatibility.check(checkpoint, read("target"), cfg["model"], cfg["pretrained"], cfg["training"]["seed"])
+            print(
+                "pretrained.checkpoint is null: checked with the model `pretrain` builds from data.source (untrained)"
+            )
+        report, start = compatibility.check(
+            checkpoint, read("target"), cfg["model"], cfg["pretrained"], cfg["training"]["seed"]
+        )
     print(compatibility.render(report), end="")
     if start is None:
         return 1
@@ -59,7 +66,9 @@ def _profile_install(args: argparse.Namespace) -> int:
     """Copy a shipped profile to ~/.config/snakemake/NAME (or /etc/xdg/snakemake/NAME with --site)."""
     source = assets.PROFILES / args.name
     if not source.is_dir():
-        raise StagewiseError(f"profile {args.name!r} not found; shipped: {sorted(p.name for p in assets.PROFILES.iterdir())}")
+        raise StagewiseError(
+            f"profile {args.name!r} not found; shipped: {sorted(p.name for p in assets.PROFILES.iterdir())}"
+        )
     base = Path("/etc/xdg/snakemake") if args.site else Path.home() / ".config" / "snakemake"
     target = base / args.name
     if target.exists() and not args.force:
@@ -87,7 +96,9 @@ def _init(args: argparse.Namespace) -> int:
     if (assets.EXAMPLES / f"{module}.py").is_file():
         written.append(Path(shutil.copy(assets.EXAMPLES / f"{module}.py", folder)))
     written += synthetic.write_example_data(args.example, folder)
-    print("wrote " + ", ".join(map(str, written)) + f"\nrun: cd {folder} && stagewise run --config config.yaml --cores 2")
+    print(
+        "wrote " + ", ".join(map(str, written)) + f"\nrun: cd {folder} && stagewise run --config config.yaml --cores 2"
+    )
     return 0
 
 
@@ -127,9 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser().parse_known_args(argv)
     if extra and args.command != "run":
         parser().error(f"unrecognized arguments: {' '.join(extra)}")
-    handlers = {"check": lambda: _check(args), "run": lambda: _run(args, extra),
-                "profile": lambda: _profile_install(args), "init": lambda: _init(args),
-                "provenance": lambda: _provenance(args)}
+    handlers = {
+        "check": lambda: _check(args),
+        "run": lambda: _run(args, extra),
+        "profile": lambda: _profile_install(args),
+        "init": lambda: _init(args),
+        "provenance": lambda: _provenance(args),
+    }
     try:
         return handlers[args.command]()
     except (StagewiseError, OSError) as error:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jsonschema
 import yaml
@@ -89,7 +90,9 @@ def validate(config: dict, source: str = "config", lines: Lines | None = None) -
     `lines` (from `read`) puts the line of each bad key in front of its message.
     """
     if not isinstance(config, dict):
-        raise StagewiseError(f"{source}: the config must be a mapping of keys (data, model, ...), not a {type(config).__name__}")
+        raise StagewiseError(
+            f"{source}: the config must be a mapping of keys (data, model, ...), not a {type(config).__name__}"
+        )
     config = copy.deepcopy(config)
     for training in [config.get("training"), _mapping(config.get("pretrained")).get("training")]:
         if isinstance(training, dict):
@@ -156,7 +159,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 continue  # unhashable: PyYAML's own error follows
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark)
+                    None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark
+                )
             seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
 
@@ -203,17 +207,30 @@ def load(path: str | Path, files: bool = False) -> dict:
 
 
 def named_files(config: dict) -> list[tuple[list, str]]:
-    """(key path, path) of every file or folder a validated config names (built-in data like sklearn:digits excluded)."""
-    named = [(["data", name, split], spec[split]) for name, spec in config["data"].items()
-             for split in ("train", "test") if spec.get(split) and ":" not in spec[split]]
-    named += [(["data", name, "genome", "annotation"], spec["genome"]["annotation"])
-              for name, spec in config["data"].items() if isinstance(spec.get("genome"), dict)]
-    named += [(["pretrained", key], config["pretrained"][key]) for key in ("checkpoint", "feature_names", "label_names")
-              if config["pretrained"].get(key)]
+    """(key path, path) of every file or folder a validated config names (built-in data like sklearn:digits
+    excluded)."""
+    named = [
+        (["data", name, split], spec[split])
+        for name, spec in config["data"].items()
+        for split in ("train", "test")
+        if spec.get(split) and ":" not in spec[split]
+    ]
+    named += [
+        (["data", name, "genome", "annotation"], spec["genome"]["annotation"])
+        for name, spec in config["data"].items()
+        if isinstance(spec.get("genome"), dict)
+    ]
+    named += [
+        (["pretrained", key], config["pretrained"][key])
+        for key in ("checkpoint", "feature_names", "label_names")
+        if config["pretrained"].get(key)
+    ]
     return named
 
 
-def check_files(config: dict, source: str = "config", lines: Lines | None = None, made: Callable[[str], bool] = lambda _: False) -> None:
+def check_files(
+    config: dict, source: str = "config", lines: Lines | None = None, made: Callable[[str], bool] = lambda _: False
+) -> None:
     """Raise naming every key whose file (or, for data, folder) does not exist, relative to the working directory,
     and that no rule `made` (a rule of the user's own Snakefile, with stagewise as a module)."""
     missing = []
@@ -225,8 +242,11 @@ def check_files(config: dict, source: str = "config", lines: Lines | None = None
         what = "a folder, not a file" if path.is_dir() else "not found"
         missing.append(f"  {f'line {line}: ' if line else ''}{'.'.join(key)}: {name}: {what}")
     if missing:
-        raise StagewiseError("\n".join([f"{source}: files the config names do not exist (paths are relative to {Path.cwd()}):",
-                                         *missing]))
+        raise StagewiseError(
+            "\n".join(
+                [f"{source}: files the config names do not exist (paths are relative to {Path.cwd()}):", *missing]
+            )
+        )
 
 
 def canonical(obj: Any) -> Any:
@@ -276,7 +296,9 @@ def total_epochs(config: dict) -> int:
     """The largest epoch budget of any experiment (the scratch baseline gets the same)."""
     budgets = []
     for name, experiment in config["experiments"].items():
-        budgets.append(sum(stage_config(config, name, i)["training"]["epochs"] for i in range(len(experiment["stages"]))))
+        budgets.append(
+            sum(stage_config(config, name, i)["training"]["epochs"] for i in range(len(experiment["stages"])))
+        )
     return max(budgets)
 
 

@@ -72,14 +72,17 @@ def check(training: dict, where: str) -> list[str]:
     """Problems of a stage's `devices`/`nodes` found without running it (`stagewise check` reports them)."""
     world = world_size(training)
     if world > 1 and training["batch_size"] < world:
-        return [f"{where}.batch_size: {training['batch_size']} is smaller than the stage's {world} processes "
-                f"(devices {training.get('devices', 1)} × nodes {training.get('nodes', 1)}); batch_size is the global "
-                "batch, split across the processes: raise it to at least the number of processes"]
+        return [
+            f"{where}.batch_size: {training['batch_size']} is smaller than the stage's {world} processes "
+            f"(devices {training.get('devices', 1)} × nodes {training.get('nodes', 1)}); batch_size is the global "
+            "batch, split across the processes: raise it to at least the number of processes"
+        ]
     return []
 
 
 def shard(n: int, rank: int, world: int) -> slice:
-    """Rank `rank`'s rows of a global batch of `n` rows: contiguous, sizes differing by at most one, lower ranks first."""
+    """Rank `rank`'s rows of a global batch of `n` rows: contiguous, sizes differing by at most one, lower ranks
+    first."""
     size, extra = divmod(n, world)
     start = rank * size + min(rank, extra)
     return slice(start, start + size + (rank < extra))
@@ -100,21 +103,26 @@ def device(name: str) -> torch.device:
     return torch.device("cuda", index)
 
 
-def all_reduce_gradients(params: list[torch.nn.Parameter], masks: list[tuple[torch.nn.Parameter, torch.Tensor]] = ()) -> None:
+def all_reduce_gradients(
+    params: list[torch.nn.Parameter], masks: list[tuple[torch.nn.Parameter, torch.Tensor]] = ()
+) -> None:
     """Sum every trainable parameter's gradient over the ranks (one flat all-reduce, parameter order), then apply the
-    entry masks of partly new tensors. A gradient no rank has stays None (the optimizer skips it, as one process would)."""
+    entry masks of partly new tensors. A gradient no rank has stays None (the optimizer skips it, as one process
+    would)."""
     import torch.distributed as dist
 
     if _context.world == 1:
         return
     device_ = params[0].device
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params]
-                     + [torch.tensor([float(p.grad is not None) for p in params], device=device_)])
+    flat = torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params]
+        + [torch.tensor([float(p.grad is not None) for p in params], device=device_)]
+    )
     dist.all_reduce(flat)
     offset = 0
-    present = flat[-len(params):]
+    present = flat[-len(params) :]
     for i, p in enumerate(params):
-        chunk = flat[offset:offset + p.numel()].view_as(p).to(p.dtype)
+        chunk = flat[offset : offset + p.numel()].view_as(p).to(p.dtype)
         offset += p.numel()
         if present[i] > 0:
             if p.grad is None:
@@ -135,7 +143,7 @@ def broadcast_state(model: torch.nn.Module, buffers_only: bool = False) -> None:
     import torch.distributed as dist
 
     with torch.no_grad():
-        for tensor in (model.buffers() if buffers_only else model.state_dict().values()):
+        for tensor in model.buffers() if buffers_only else model.state_dict().values():
             dist.broadcast(tensor, 0)
 
 
@@ -200,8 +208,9 @@ def _worker(spec_path: str) -> int:
 
         store = dist.TCPStore(spec["host"], spec["port"], world, is_master=False, timeout=TIMEOUT)
         dev = device(spec["device"])
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", store=store, rank=rank, world_size=world,
-                                timeout=TIMEOUT)
+        dist.init_process_group(
+            "nccl" if dev.type == "cuda" else "gloo", store=store, rank=rank, world_size=world, timeout=TIMEOUT
+        )
         print(f"rank {rank} of {world} on {socket.gethostname()}: {dev}, {spec['threads']} threads", flush=True)
         module, _, name = spec["step"].partition(":")
         getattr(import_module(module), name)(spec["inputs"], spec["outputs"], spec["params"])
@@ -210,7 +219,7 @@ def _worker(spec_path: str) -> int:
     except StagewiseError as error:
         print(f"stagewise error: rank {rank}: {error}", flush=True)
         return 1
-    except Exception as error:  # noqa: BLE001 (the traceback goes to the log, the rank to the message)
+    except Exception as error:
         traceback.print_exc(file=sys.stdout)
         print(f"stagewise error: rank {rank}: unexpected {type(error).__name__}: {error}", flush=True)
         return 1
@@ -231,11 +240,15 @@ def _die_with_parent() -> None:
 
 
 def _mode(nodes: int) -> str:
-    mode = os.environ.get(LAUNCH_ENV) or ("srun" if os.environ.get("SLURM_JOB_ID") and shutil.which("srun") else "local")
+    mode = os.environ.get(LAUNCH_ENV) or (
+        "srun" if os.environ.get("SLURM_JOB_ID") and shutil.which("srun") else "local"
+    )
     if mode not in ("local", "srun"):
         raise StagewiseError(f"{LAUNCH_ENV}={mode}: use local or srun")
     if mode == "local" and nodes > 1:
-        raise StagewiseError(f"training.nodes: {nodes} needs SLURM (run with --profile slurm); on one machine use devices only")
+        raise StagewiseError(
+            f"training.nodes: {nodes} needs SLURM (run with --profile slurm); on one machine use devices only"
+        )
     return mode
 
 
@@ -260,19 +273,41 @@ def launch(step: str, inputs: dict, outputs: dict, params: dict, where: str) -> 
     threads = max(1, torch.get_num_threads() // devices)  # the rule's threads are the node's: `devices ×` one process's
     from torch.distributed import TCPStore
 
-    store = TCPStore("127.0.0.1" if mode == "local" else "0.0.0.0", 0, world + 1, is_master=True, timeout=TIMEOUT,
-                     wait_for_workers=False)
+    store = TCPStore(
+        "127.0.0.1" if mode == "local" else "0.0.0.0",
+        0,
+        world + 1,
+        is_master=True,
+        timeout=TIMEOUT,
+        wait_for_workers=False,
+    )
     host = "127.0.0.1" if mode == "local" else socket.gethostname()
     folder = Path(outputs["stage"]).parent.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(".launch-*.json"):  # left by a killed run of this stage
         stale.unlink(missing_ok=True)
     spec_path = folder / f".launch-{os.getpid()}.json"
-    spec_path.write_text(json.dumps({"step": step, "inputs": inputs, "outputs": outputs, "params": params, "world": world,
-                                     "threads": threads, "host": host, "port": store.port, "device": training["device"]}))
+    spec_path.write_text(
+        json.dumps(
+            {
+                "step": step,
+                "inputs": inputs,
+                "outputs": outputs,
+                "params": params,
+                "world": world,
+                "threads": threads,
+                "host": host,
+                "port": store.port,
+                "device": training["device"],
+            }
+        )
+    )
     command = [sys.executable, "-m", "stagewise.distributed", str(spec_path)]
-    print(f"{where}: {world} processes ({devices} per node × {nodes} node{'s' if nodes > 1 else ''}, {mode}), "
-          f"{threads} thread{'s' if threads > 1 else ''} each; rendezvous {host}:{store.port}", flush=True)
+    print(
+        f"{where}: {world} processes ({devices} per node × {nodes} node{'s' if nodes > 1 else ''}, {mode}), "
+        f"{threads} thread{'s' if threads > 1 else ''} each; rendezvous {host}:{store.port}",
+        flush=True,
+    )
     lock = threading.Lock()
     try:
         if mode == "local":
@@ -287,10 +322,17 @@ def launch(step: str, inputs: dict, outputs: dict, params: dict, where: str) -> 
 def _run_local(command: list[str], world: int, threads: int, lock: threading.Lock, where: str) -> None:
     procs, tails, pumps = [], [], []
     for rank in range(world):
-        env = {**os.environ, "STAGEWISE_RANK": str(rank), "STAGEWISE_WORLD": str(world), "STAGEWISE_LOCAL_RANK": str(rank),
-               "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                preexec_fn=_die_with_parent)
+        env = {
+            **os.environ,
+            "STAGEWISE_RANK": str(rank),
+            "STAGEWISE_WORLD": str(world),
+            "STAGEWISE_LOCAL_RANK": str(rank),
+            "OMP_NUM_THREADS": str(threads),
+            "PYTHONUNBUFFERED": "1",
+        }
+        proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_die_with_parent
+        )
         tail: deque = deque(maxlen=40)
         pump = threading.Thread(target=_pump, args=(proc.stdout, f"[rank {rank}] ", tail, lock), daemon=True)
         pump.start()
@@ -310,9 +352,13 @@ def _run_local(command: list[str], world: int, threads: int, lock: threading.Loc
         for pump in pumps:
             pump.join(timeout=5)
     if failed:
-        rank, code = min(failed, key=lambda f: (f[1] >= 0, failed.index(f)))  # a killed rank first: the others followed it
-        raise StagewiseError(f"{where}: rank {rank} of {world} failed ({_reason(code)}); the others were stopped. "
-                             + _last_words(tails[rank], rank))
+        rank, code = min(
+            failed, key=lambda f: (f[1] >= 0, failed.index(f))
+        )  # a killed rank first: the others followed it
+        raise StagewiseError(
+            f"{where}: rank {rank} of {world} failed ({_reason(code)}); the others were stopped. "
+            + _last_words(tails[rank], rank)
+        )
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
@@ -336,15 +382,27 @@ def _last_words(tail, rank: int) -> str:
     return "Its last output: " + (" | ".join(lines[-5:]) or "(none)")
 
 
-def _run_srun(command: list[str], world: int, devices: int, nodes: int, threads: int, lock: threading.Lock, where: str) -> None:
-    srun = ["srun", f"--nodes={nodes}", f"--ntasks={world}", f"--ntasks-per-node={devices}", f"--cpus-per-task={threads}",
-            "--kill-on-bad-exit=1", "--label", "--unbuffered", *command]
+def _run_srun(
+    command: list[str], world: int, devices: int, nodes: int, threads: int, lock: threading.Lock, where: str
+) -> None:
+    srun = [
+        "srun",
+        f"--nodes={nodes}",
+        f"--ntasks={world}",
+        f"--ntasks-per-node={devices}",
+        f"--cpus-per-task={threads}",
+        "--kill-on-bad-exit=1",
+        "--label",
+        "--unbuffered",
+        *command,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     for var in ("STAGEWISE_RANK", "STAGEWISE_WORLD", "STAGEWISE_LOCAL_RANK"):
         env.pop(var, None)
     print("launching: " + " ".join(srun), flush=True)
-    proc = subprocess.Popen(srun, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=_die_with_parent)
+    proc = subprocess.Popen(
+        srun, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_die_with_parent
+    )
     tail: deque = deque(maxlen=200)
     pump = threading.Thread(target=_pump, args=(proc.stdout, "", tail, lock), daemon=True)
     pump.start()
@@ -355,11 +413,15 @@ def _run_srun(command: list[str], world: int, devices: int, nodes: int, threads:
         said = [line for line in lines if "stagewise error: rank" in line]
         killed = [line for line in lines if line.startswith("srun: error:") and "task" in line]
         detail = (killed[:1] + said[:1]) or lines[-5:]
-        raise StagewiseError(f"{where}: the srun step of {world} tasks failed ({_reason(code)}); the others were stopped. "
-                             + " | ".join(line.strip() for line in detail))
+        raise StagewiseError(
+            f"{where}: the srun step of {world} tasks failed ({_reason(code)}); the others were stopped. "
+            + " | ".join(line.strip() for line in detail)
+        )
 
 
-if __name__ == "__main__":  # run as `python -m stagewise.distributed SPEC`: use the package's module, whose context the step reads
+if (
+    __name__ == "__main__"
+):  # run as `python -m stagewise.distributed SPEC`: use the package's module, whose context the step reads
     from stagewise import distributed as _package_module
 
     sys.exit(_package_module._worker(sys.argv[1]))

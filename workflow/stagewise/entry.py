@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
-from typing import Any, Callable
+from typing import Any
 
 from .errors import StagewiseError
 
@@ -29,8 +30,13 @@ def run_step(step: Step, smk: Any) -> None:
             print(f"stagewise error: {error}", file=log)
             print(f"stagewise error: {error}", file=sys.__stderr__)
             sys.exit(1)
-        except Exception as error:  # a bug in user code, user data or stagewise: one paragraph here, the traceback in the log
+        except (
+            Exception
+        ) as error:  # a bug in user code, user data or stagewise: one paragraph here, the traceback in the log
             traceback.print_exc(file=log)
-            print(f"stagewise error: unexpected {type(error).__name__} in rule {smk.rule}: {error}\n"
-                  f"  the traceback is in {smk.log[0]}", file=sys.__stderr__)
+            print(
+                f"stagewise error: unexpected {type(error).__name__} in rule {smk.rule}: {error}\n"
+                f"  the traceback is in {smk.log[0]}",
+                file=sys.__stderr__,
+            )
             sys.exit(1)

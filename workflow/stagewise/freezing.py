@@ -42,12 +42,16 @@ def entry_masks(model: nn.Module, spec: dict, where: str = "new_parameter_masks"
         shape = params[name].shape
         if isinstance(value, torch.Tensor):
             if value.dtype != torch.bool or value.shape != shape:
-                raise StagewiseError(f"{where}.{name}: a mask must be a bool tensor of shape {tuple(shape)}, "
-                                     f"got {value.dtype} {tuple(value.shape)}")
+                raise StagewiseError(
+                    f"{where}.{name}: a mask must be a bool tensor of shape {tuple(shape)}, "
+                    f"got {value.dtype} {tuple(value.shape)}"
+                )
             mask = value.clone()
         else:
             if len(shape) < 2:
-                raise StagewiseError(f"{where}.{name}: column ranges need a tensor of rank >= 2, got shape {tuple(shape)}")
+                raise StagewiseError(
+                    f"{where}.{name}: column ranges need a tensor of rank >= 2, got shape {tuple(shape)}"
+                )
             mask = torch.zeros(shape, dtype=torch.bool)
             for start, stop in value:
                 if not 0 <= start < stop <= shape[1]:
@@ -66,7 +70,9 @@ def resolve(model: nn.Module, patterns: list[str], new: set[str], where: str) ->
         if pattern == "new":
             hits = set(new)
             if not hits:
-                raise StagewiseError(f"{where}: 'new' selects nothing: no parameter was created by head replacement or surgery")
+                raise StagewiseError(
+                    f"{where}: 'new' selects nothing: no parameter was created by head replacement or surgery"
+                )
         else:
             name = model.head_name if pattern == "head" else pattern
             prefixes = [m for m in modules if m == name or fnmatch.fnmatchcase(m, name)]
@@ -79,7 +85,8 @@ def resolve(model: nn.Module, patterns: list[str], new: set[str], where: str) ->
 
 
 def select(model: nn.Module, policy: dict, new: list[str], masks: dict[str, torch.Tensor], where: str) -> Selection:
-    """What a stage's policy trains; the head trains unless frozen by name; masks apply to parameters chosen only as `new`."""
+    """What a stage's policy trains; the head trains unless frozen by name; masks apply to parameters chosen only as
+    `new`."""
     every = {name for name, _ in model.named_parameters()}
     new_set = set(new) | set(masks)
     chosen_by = [k for k in ("train", "unfreeze_last", "unfreeze_all") if k in policy]
@@ -90,7 +97,9 @@ def select(model: nn.Module, policy: dict, new: list[str], masks: dict[str, torc
     named |= resolve(model, [p for p in train if p != "new"], new_set, f"{where}.train")
     n = policy.get("unfreeze_last", 0)
     if n > len(model.block_names):
-        raise StagewiseError(f"{where}.unfreeze_last: {n} but the model has {len(model.block_names)} blocks {model.block_names}")
+        raise StagewiseError(
+            f"{where}.unfreeze_last: {n} but the model has {len(model.block_names)} blocks {model.block_names}"
+        )
     if n:
         named |= resolve(model, model.block_names[-n:], new_set, f"{where}.unfreeze_last")
     via_new = resolve(model, ["new"], new_set, f"{where}.train") if "new" in train else set()
@@ -101,7 +110,9 @@ def select(model: nn.Module, policy: dict, new: list[str], masks: dict[str, torc
 
 def _checked(selection: Selection, where: str) -> Selection:
     if not selection.names:
-        raise StagewiseError(f"{where}: nothing trains in this stage; name something in train/unfreeze_last/unfreeze_all")
+        raise StagewiseError(
+            f"{where}: nothing trains in this stage; name something in train/unfreeze_last/unfreeze_all"
+        )
     return selection
 
 
@@ -157,11 +168,16 @@ def batchnorms_in_training(model: nn.Module, names: set[str]) -> list[str]:
     """The BatchNorm layers a stage that trains parameters `names` runs in train mode (batch statistics)."""
     set_trainable(model, names)
     set_train_mode(model)
-    return [name for name, module in model.named_modules() if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training]
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training
+    ]
 
 
 def audit(model: nn.Module, masks: dict[str, torch.Tensor] | None = None) -> dict:
-    """Trainable and frozen entry counts per block and the head (masked parameters count in part), and norm/dropout modes."""
+    """Trainable and frozen entry counts per block and the head (masked parameters count in part), and norm/dropout
+    modes."""
     masks = masks or {}
 
     def trainable(name: str, param: nn.Parameter) -> int:
@@ -175,8 +191,17 @@ def audit(model: nn.Module, masks: dict[str, torch.Tensor] | None = None) -> dic
         members = {n: p for n, p in named.items() if n.startswith(group + ".")}
         done = sum(trainable(n, p) for n, p in members.items())
         counts[group] = {"trainable": done, "frozen": sum(p.numel() for p in members.values()) - done}
-    modes = {name: ("train" if m.training else "eval") for name, m in model.named_modules() if isinstance(m, NORM_AND_DROPOUT)}
+    modes = {
+        name: ("train" if m.training else "eval")
+        for name, m in model.named_modules()
+        if isinstance(m, NORM_AND_DROPOUT)
+    }
     total = sum(p.numel() for p in named.values())
     done = sum(trainable(n, p) for n, p in named.items())
-    return {"trainable": done, "frozen": total - done, "modules": counts, "modes": modes,
-            "partial": {n: int(m.sum()) for n, m in masks.items()}}
+    return {
+        "trainable": done,
+        "frozen": total - done,
+        "modules": counts,
+        "modes": modes,
+        "partial": {n: int(m.sum()) for n, m in masks.items()},
+    }

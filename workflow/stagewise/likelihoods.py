@@ -23,7 +23,9 @@ def nb_log_prob(x: torch.Tensor, mean: torch.Tensor, theta: torch.Tensor) -> tor
     return NegativeBinomial(total_count=theta, logits=logits, validate_args=False).log_prob(x)
 
 
-def zinb_log_prob(x: torch.Tensor, mean: torch.Tensor, theta: torch.Tensor, dropout_logits: torch.Tensor) -> torch.Tensor:
+def zinb_log_prob(
+    x: torch.Tensor, mean: torch.Tensor, theta: torch.Tensor, dropout_logits: torch.Tensor
+) -> torch.Tensor:
     """Elementwise log ZINB: with probability sigmoid(dropout_logits) an extra zero, else NB."""
     nb = nb_log_prob(x, mean, theta)
     log_dropout, log_keep = F.logsigmoid(dropout_logits), F.logsigmoid(-dropout_logits)
@@ -41,7 +43,10 @@ def reconstruction_nll(output: dict, x: torch.Tensor, likelihood: str) -> torch.
     """-log p(x | z) per sample under `likelihood` (`nb` or `zinb`)."""
     if likelihood == "zinb":
         if "dropout_logits" not in output:
-            raise StagewiseError("training.loss: zinb needs a model with likelihood: zinb (its output has no dropout_logits); use loss nb")
+            raise StagewiseError(
+                "training.loss: zinb needs a model with likelihood: zinb (its output has no dropout_logits); "
+                "use loss nb"
+            )
         log_p = zinb_log_prob(x, output["mean"], output["theta"], output["dropout_logits"])
     else:
         log_p = nb_log_prob(x, output["mean"], output["theta"])
@@ -57,7 +62,9 @@ def warmup_weight(epoch: int | None, kl_warmup: int) -> float:
 
 def negative_elbo(output: dict, x: torch.Tensor, likelihood: str, weight: float = 1.0) -> torch.Tensor:
     """Batch mean of reconstruction NLL + weight * KL."""
-    return (reconstruction_nll(output, x, likelihood) + weight * kl_standard_normal(output["z_mean"], output["z_logvar"])).mean()
+    return (
+        reconstruction_nll(output, x, likelihood) + weight * kl_standard_normal(output["z_mean"], output["z_logvar"])
+    ).mean()
 
 
 def nb_loss(output: dict, x: torch.Tensor, kl_weight: float = 1.0) -> torch.Tensor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -21,19 +21,28 @@ def _weighted_mean(loss: torch.Tensor, targets: torch.Tensor, weight: torch.Tens
     return (loss * w).sum() / w.sum()
 
 
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0,
-                  weight: torch.Tensor | None = None) -> torch.Tensor:
+def cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Cross-entropy on logits, with optional label smoothing and class weights (weighted mean)."""
     return F.cross_entropy(logits, targets, weight=weight, label_smoothing=label_smoothing)
 
 
-def focal(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0, alpha: float | list[float] | None = None,
-          weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Focal loss (Lin et al. 2017): cross-entropy down-weighted by (1 - p_true)^gamma; `alpha` scales it (per class if a list)."""
+def focal(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    gamma: float = 2.0,
+    alpha: float | list[float] | None = None,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Focal loss (Lin et al. 2017): cross-entropy down-weighted by (1 - p_true)^gamma; `alpha` scales it (per class
+    if a list)."""
     log_p = F.log_softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)
     loss = -((1 - log_p.exp()) ** gamma) * log_p
     if alpha is not None:
-        loss = loss * (torch.as_tensor(alpha, dtype=loss.dtype, device=loss.device)[targets] if isinstance(alpha, list) else alpha)
+        loss = loss * (
+            torch.as_tensor(alpha, dtype=loss.dtype, device=loss.device)[targets] if isinstance(alpha, list) else alpha
+        )
     return _weighted_mean(loss, targets, weight)
 
 
@@ -54,12 +63,18 @@ def huber(outputs: torch.Tensor, targets: torch.Tensor, delta: float = 1.0) -> t
     return F.huber_loss(outputs, _as_targets(outputs, targets), delta=delta)
 
 
-LOSSES: dict[str, Callable[..., torch.Tensor]] = {"cross_entropy": cross_entropy, "focal": focal, "mse": mse, "huber": huber}
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+    "cross_entropy": cross_entropy,
+    "focal": focal,
+    "mse": mse,
+    "huber": huber,
+}
 WEIGHTED = ("cross_entropy", "focal")  # the losses that take `class_weights`
 
 
 def class_weights(setting: str | list[float], y: np.ndarray, n_classes: int) -> torch.Tensor:
-    """Per-class weights: `balanced` is n / (classes × count) on the training labels (scikit-learn's rule), or a list."""
+    """Per-class weights: `balanced` is n / (classes × count) on the training labels (scikit-learn's rule), or a
+    list."""
     if setting == "balanced":
         counts = np.bincount(y, minlength=n_classes).astype(np.float64)
         weights = np.where(counts > 0, len(y) / (n_classes * np.maximum(counts, 1)), 0.0)
@@ -71,7 +86,8 @@ def class_weights(setting: str | list[float], y: np.ndarray, n_classes: int) -> 
 
 
 def build(spec: dict, y: np.ndarray, n_classes: int, device: torch.device, where: str = "training.loss") -> Loss:
-    """The loss named by `spec['name']` with its arguments bound; `class_weights` is computed from the training labels `y`."""
+    """The loss named by `spec['name']` with its arguments bound; `class_weights` is computed from the training labels
+    `y`."""
     name = spec["name"]
     fn = LOSSES[name]
     kwargs = {k: v for k, v in spec.items() if k not in ("name", "class_weights")}

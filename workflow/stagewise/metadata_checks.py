@@ -29,8 +29,11 @@ def first(names: list, shapes: dict | None = None) -> str:
     return ", ".join(shown) + (f", ... ({len(names) - SHOWN} more)" if len(names) > SHOWN else "")
 
 
-def features(checks: Checks, meta: dict, pretrained: dict, found: list[str], tabular: bool = True) -> tuple[list[str], list[str]]:
-    """The checkpoint's feature names and the ones to zero-fill, checked against the data's (`tabular` False: sequences or
+def features(
+    checks: Checks, meta: dict, pretrained: dict, found: list[str], tabular: bool = True
+) -> tuple[list[str], list[str]]:
+    """The checkpoint's feature names and the ones to zero-fill, checked against the data's (`tabular` False:
+    sequences or
     images, whose features are positions, need no names)."""
     recorded, listed = meta.get("feature_names"), None
     if pretrained["feature_names"]:
@@ -43,23 +46,45 @@ def features(checks: Checks, meta: dict, pretrained: dict, found: list[str], tab
         checks.add("features", "ok", f"{len(found)} positions or pixels of shaped inputs, taken in the data's order")
         return found, []
     if expected is None:
-        checks.add("features", "warning", f"the checkpoint records no feature names; the data's {len(found)} features are assumed "
-                   "to be its inputs in the same order (set pretrained.feature_names: FILE to check them)")
+        checks.add(
+            "features",
+            "warning",
+            f"the checkpoint records no feature names; the data's {len(found)} features are assumed "
+            "to be its inputs in the same order (set pretrained.feature_names: FILE to check them)",
+        )
         return found, []
     diff, mode = surgery.feature_diff(expected, found), pretrained["features"]
     counts = "; ".join(f"{len(v)} {k.replace('_', '-')} (first: {first(v)})" for k, v in diff.items() if v)
     if not any(diff.values()):
         checks.add("features", "ok", f"{len(found)} features, same names in the same order")
     elif len(diff["missing"]) == len(expected):
-        checks.add("features", "error", f"no feature of the data is one the checkpoint expects ({counts}); is this the right data?", **diff)
+        checks.add(
+            "features",
+            "error",
+            f"no feature of the data is one the checkpoint expects ({counts}); is this the right data?",
+            **diff,
+        )
     elif mode == "strict" or (mode == "reorder" and (diff["missing"] or diff["extra"])):
-        hint = "set pretrained.features: pad to zero-fill missing and drop extra features" if diff["missing"] or diff["extra"] \
+        hint = (
+            "set pretrained.features: pad to zero-fill missing and drop extra features"
+            if diff["missing"] or diff["extra"]
             else "set pretrained.features: reorder to permute the data to the checkpoint's order"
-        checks.add("features", "error", f"pretrained.features: {mode}: the data's features differ from the checkpoint's: {counts}; {hint}", **diff)
+        )
+        checks.add(
+            "features",
+            "error",
+            f"pretrained.features: {mode}: the data's features differ from the checkpoint's: {counts}; {hint}",
+            **diff,
+        )
     else:
-        done = [f"{len(diff['missing'])} zero-filled" if diff["missing"] else "", f"{len(diff['extra'])} dropped" if diff["extra"] else "",
-                "columns permuted to the checkpoint's order" if diff["out_of_order"] else ""]
-        checks.add("features", "warning", f"pretrained.features: {mode}: {counts}; {', '.join(d for d in done if d)}", **diff)
+        done = [
+            f"{len(diff['missing'])} zero-filled" if diff["missing"] else "",
+            f"{len(diff['extra'])} dropped" if diff["extra"] else "",
+            "columns permuted to the checkpoint's order" if diff["out_of_order"] else "",
+        ]
+        checks.add(
+            "features", "warning", f"pretrained.features: {mode}: {counts}; {', '.join(d for d in done if d)}", **diff
+        )
     return expected, diff["missing"]
 
 
@@ -67,17 +92,31 @@ def locked(checks: Checks, meta: dict, model_cfg: dict, locked: list[str], path:
     """Architecture and the `pretrained.locked` params must equal what the checkpoint records."""
     recorded = meta.get("architecture")
     if recorded and recorded != model_cfg["architecture"]:
-        checks.add("architecture", "error", f"model.architecture is {model_cfg['architecture']!r} but {path} holds a {recorded!r} model")
+        checks.add(
+            "architecture",
+            "error",
+            f"model.architecture is {model_cfg['architecture']!r} but {path} holds a {recorded!r} model",
+        )
     old = meta.get("params") or meta.get("hyper_parameters") or {}
     for key in locked:
         if not old:
-            checks.add("locked", "error", f"pretrained.locked: {key!r} cannot be checked: {path} is a plain state_dict with no "
-                       "recorded params; remove it from pretrained.locked or use a checkpoint that records them")
+            checks.add(
+                "locked",
+                "error",
+                f"pretrained.locked: {key!r} cannot be checked: {path} is a plain state_dict with no "
+                "recorded params; remove it from pretrained.locked or use a checkpoint that records them",
+            )
         elif key not in old:
-            checks.add("locked", "error", f"pretrained.locked: {key!r} is not recorded in {path} (recorded: {sorted(old)})")
+            checks.add(
+                "locked", "error", f"pretrained.locked: {key!r} is not recorded in {path} (recorded: {sorted(old)})"
+            )
         elif model_cfg["params"].get(key, old[key]) != old[key]:
-            checks.add("locked", "error", f"pretrained.locked: model.params.{key} is {model_cfg['params'][key]!r} but the "
-                       f"checkpoint was trained with {old[key]!r}; set it back or unlock it")
+            checks.add(
+                "locked",
+                "error",
+                f"pretrained.locked: model.params.{key} is {model_cfg['params'][key]!r} but the "
+                f"checkpoint was trained with {old[key]!r}; set it back or unlock it",
+            )
         else:
             checks.add("locked", "ok", f"model.params.{key} = {old[key]!r}, as in the checkpoint")
 
@@ -90,8 +129,12 @@ def _listed(checks: Checks, check: str, key: str, path: str, recorded: list[str]
         return None
     listed = [line.strip() for line in file.read_text().splitlines() if line.strip()]
     if recorded and recorded != listed:
-        checks.add(check, "error", f"pretrained.{key}: {file} disagrees with the {len(recorded)} names recorded in the checkpoint "
-                   f"({first(recorded)}); remove pretrained.{key}")
+        checks.add(
+            check,
+            "error",
+            f"pretrained.{key}: {file} disagrees with the {len(recorded)} names recorded in the checkpoint "
+            f"({first(recorded)}); remove pretrained.{key}",
+        )
     if len(set(listed)) != len(listed):
         checks.add(check, "error", f"pretrained.{key}: {file} lists a name twice")
     return listed
@@ -105,39 +148,62 @@ def head_outputs(checks: Checks, head: dict, labels: list[str]) -> int:
     return out
 
 
-def label_order(checks: Checks, meta: dict, pretrained: dict, labels: list[str]) -> tuple[list[str] | None, list[int] | None]:
-    """The checkpoint's labels (recorded, or from `pretrained.label_names`) and, for a reused head, the permutation of its
+def label_order(
+    checks: Checks, meta: dict, pretrained: dict, labels: list[str]
+) -> tuple[list[str] | None, list[int] | None]:
+    """The checkpoint's labels (recorded, or from `pretrained.label_names`) and, for a reused head, the permutation of
+    its
     output rows that puts them in the target's order (None when the head is replaced or nothing can be reused)."""
     old = meta.get("label_names")
     if pretrained["label_names"]:
         old = _listed(checks, "labels", "label_names", pretrained["label_names"], old, "label") or old
     if pretrained["head"]:
         return old, None
-    fix = "give pretrained.label_names: FILE (one label a line, in the order of the model's outputs) or replace the head with pretrained.head"
+    fix = (
+        "give pretrained.label_names: FILE (one label a line, in the order of the model's outputs) or replace "
+        "the head with pretrained.head"
+    )
     if old is None:
-        checks.add("labels", "error", f"the checkpoint records no label names, so the order of its outputs is unknown and "
-                   f"the target's {len(labels)} labels ({first(labels)}) cannot be matched to them; {fix}")
+        checks.add(
+            "labels",
+            "error",
+            f"the checkpoint records no label names, so the order of its outputs is unknown and "
+            f"the target's {len(labels)} labels ({first(labels)}) cannot be matched to them; {fix}",
+        )
         return None, None
     if sorted(old) != sorted(labels):
-        checks.add("labels", "error", f"the target's labels ({first(labels)}) differ from the checkpoint's ({first(old)}); "
-                   "set pretrained.head to replace the final layer")
+        checks.add(
+            "labels",
+            "error",
+            f"the target's labels ({first(labels)}) differ from the checkpoint's ({first(old)}); "
+            "set pretrained.head to replace the final layer",
+        )
         return old, None
     if old == labels:
         checks.add("labels", "ok", f"{len(labels)} labels, same names in the same order")
         return old, list(range(len(labels)))
-    checks.add("labels", "ok", f"{len(labels)} labels in another order ({first(old)}): the head's output rows are reordered "
-               f"to the target's ({first(labels)})")
+    checks.add(
+        "labels",
+        "ok",
+        f"{len(labels)} labels in another order ({first(old)}): the head's output rows are reordered "
+        f"to the target's ({first(labels)})",
+    )
     return old, [old.index(name) for name in labels]
 
 
 def recorded_categories(checks: Checks, meta: dict, listed: dict) -> dict:
-    """The checkpoint's covariate categories: recorded in its metadata, or from `pretrained.categories` when it records none."""
+    """The checkpoint's covariate categories: recorded in its metadata, or from `pretrained.categories` when it
+    records none."""
     recorded = meta.get("categories")
     if recorded is None:
         return listed
     if listed and listed != recorded:
-        checks.add("categories", "error", f"pretrained.categories {listed} disagrees with the categories the checkpoint records "
-                   f"({recorded}); remove pretrained.categories")
+        checks.add(
+            "categories",
+            "error",
+            f"pretrained.categories {listed} disagrees with the categories the checkpoint records "
+            f"({recorded}); remove pretrained.categories",
+        )
     return recorded
 
 
@@ -146,28 +212,56 @@ def categories(checks: Checks, old: dict, declared: dict, data: dict, train: str
     out = {name: list(cats) for name, cats in old.items()}
     for name in declared:
         if name not in old:
-            checks.add("categories", "error", f"pretrained.new_categories.{name}: the checkpoint has no covariate {name!r} "
-                       f"(its covariates: {sorted(old)})")
+            checks.add(
+                "categories",
+                "error",
+                f"pretrained.new_categories.{name}: the checkpoint has no covariate {name!r} "
+                f"(its covariates: {sorted(old)})",
+            )
     for name, cats in old.items():
         if name not in data:
-            checks.add("categories", "error", f"covariate {name!r}: column missing: {train} has no covariates/{name}, but the "
-                       f"checkpoint's model takes it ({len(cats)} categories); add {name!r} to data.target.covariates")
+            checks.add(
+                "categories",
+                "error",
+                f"covariate {name!r}: column missing: {train} has no covariates/{name}, but the "
+                f"checkpoint's model takes it ({len(cats)} categories); add {name!r} to data.target.covariates",
+            )
             continue
         again = [c for c in declared.get(name, []) if c in cats]
-        new = [c for c in declared.get(name, []) if c not in cats] if name in declared else [c for c in data[name] if c not in cats]
+        new = (
+            [c for c in declared.get(name, []) if c not in cats]
+            if name in declared
+            else [c for c in data[name] if c not in cats]
+        )
         unknown = [c for c in data[name] if c not in cats and c not in new]
         if again:
-            checks.add("categories", "error", f"pretrained.new_categories.{name}: {first(again)} already in the checkpoint")
+            checks.add(
+                "categories", "error", f"pretrained.new_categories.{name}: {first(again)} already in the checkpoint"
+            )
         if unknown:
-            checks.add("categories", "error", f"covariate {name!r}: {len(unknown)} categories in the data are neither in the "
-                       f"checkpoint nor in pretrained.new_categories.{name}: {first(unknown)}; add them there")
+            checks.add(
+                "categories",
+                "error",
+                f"covariate {name!r}: {len(unknown)} categories in the data are neither in the "
+                f"checkpoint nor in pretrained.new_categories.{name}: {first(unknown)}; add them there",
+            )
         out[name] = cats + new
         status = "warning" if new and name not in declared else "ok"
         found = " (found in the data, not declared in pretrained.new_categories)" if status == "warning" else ""
-        checks.add("categories", status, f"covariate {name!r}: {len(cats)} categories" + (f" + {len(new)} new{found}: {first(new)}" if new else ""),
-                   covariate=name, old=cats, new=new)
+        checks.add(
+            "categories",
+            status,
+            f"covariate {name!r}: {len(cats)} categories" + (f" + {len(new)} new{found}: {first(new)}" if new else ""),
+            covariate=name,
+            old=cats,
+            new=new,
+        )
     for name in sorted(set(data) - set(old)):
-        why = ("the checkpoint's model takes no such input" if stagewise else "the checkpoint records no categories; if its model "
-               f"takes this covariate, list them in pretrained.categories.{name} in the order of its one-hot columns")
+        why = (
+            "the checkpoint's model takes no such input"
+            if stagewise
+            else "the checkpoint records no categories; if its model "
+            f"takes this covariate, list them in pretrained.categories.{name} in the order of its one-hot columns"
+        )
         checks.add("categories", "warning", f"covariate {name!r} of the data is ignored: {why}")
     return out

@@ -44,11 +44,14 @@ def monitors(task: str, label_names: list[str] | None = None) -> list[str]:
 
 
 def check_monitor(task: str, monitor: str, where: str, label_names: list[str] | None = None) -> None:
-    """Raise unless `monitor` is a column every epoch of `task` records (per-class names: any, until labels are known)."""
+    """Raise unless `monitor` is a column every epoch of `task` records (per-class names: any, until labels are
+    known)."""
     per_class = task == "sequence_labeling" and label_names is None and monitor.startswith(("val_top_k_", "val_auprc_"))
     if monitor not in monitors(task, label_names) and not per_class:
-        raise StagewiseError(f"{where}.early_stopping.monitor: {monitor!r} is not recorded for task {task!r}; "
-                             f"choose from {monitors(task, label_names)}")
+        raise StagewiseError(
+            f"{where}.early_stopping.monitor: {monitor!r} is not recorded for task {task!r}; "
+            f"choose from {monitors(task, label_names)}"
+        )
 
 
 def check_config(config: dict, source: str) -> None:
@@ -56,8 +59,10 @@ def check_config(config: dict, source: str) -> None:
     task = config["model"]["task"]
     unknown = sorted(set(config["evaluation"]["metrics"] or []) - set(TASK_METRICS[task]))
     if unknown:
-        raise StagewiseError(f"{source}: evaluation.metrics: {unknown} do not apply to task {task!r}; "
-                             f"choose from {TASK_METRICS[task]} or set it to null")
+        raise StagewiseError(
+            f"{source}: evaluation.metrics: {unknown} do not apply to task {task!r}; "
+            f"choose from {TASK_METRICS[task]} or set it to null"
+        )
     places = {"training": config["training"], "pretrained.training": config["pretrained"].get("training", {})}
     for experiment, spec in config["experiments"].items():
         places |= {f"experiments.{experiment}.stages[{i}] ({s['name']})": s for i, s in enumerate(spec["stages"])}

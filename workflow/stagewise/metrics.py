@@ -10,9 +10,9 @@ from sklearn.neighbors import KNeighborsClassifier
 from .metric_names import TASK_METRICS, family
 
 
-
 def select(scores: dict, wanted: list[str] | None, task: str) -> dict:
-    """The headline `scores` named by `evaluation.metrics` (None: all of the task's; checked against the task in the config)."""
+    """The headline `scores` named by `evaluation.metrics` (None: all of the task's; checked against the task in the
+    config)."""
     names = TASK_METRICS[task] if wanted is None else wanted
     return {name: value for name, value in scores.items() if family(name) in names}
 
@@ -33,10 +33,16 @@ def classification(y: np.ndarray, proba: np.ndarray, names: list[str], top_k: li
     """Accuracy, balanced accuracy, macro precision/recall/F1/AUPRC/AUROC and top-k accuracy."""
     labels = np.arange(proba.shape[1])
     pred = proba.argmax(axis=1)
-    precision, recall, f1, _ = skm.precision_recall_fscore_support(y, pred, labels=labels, average="macro", zero_division=0)
-    out = {"accuracy": float(skm.accuracy_score(y, pred)),
-           "balanced_accuracy": float(skm.balanced_accuracy_score(y, pred)) if len(y) else float("nan"),
-           "precision": float(precision), "recall": float(recall), "f1": float(f1)}
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(
+        y, pred, labels=labels, average="macro", zero_division=0
+    )
+    out = {
+        "accuracy": float(skm.accuracy_score(y, pred)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y, pred)) if len(y) else float("nan"),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+    }
     curves = _per_class_curves(y, proba)
     out["auprc"] = float(np.mean([c["auprc"] for c in curves.values()])) if curves else float("nan")
     both = [c["auroc"] for c in curves.values() if "auroc" in c]
@@ -65,10 +71,19 @@ def per_class(y: np.ndarray, proba: np.ndarray, names: list[str]) -> dict[str, d
     """Precision, recall, F1, support, AUPRC and AUROC of each class."""
     labels = np.arange(proba.shape[1])
     precision, recall, f1, support = skm.precision_recall_fscore_support(
-        y, proba.argmax(axis=1), labels=labels, zero_division=0)
+        y, proba.argmax(axis=1), labels=labels, zero_division=0
+    )
     curves = _per_class_curves(y, proba)
-    return {name: {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
-                   "support": int(support[c]), **curves.get(c, {})} for c, name in enumerate(names)}
+    return {
+        name: {
+            "precision": float(precision[c]),
+            "recall": float(recall[c]),
+            "f1": float(f1[c]),
+            "support": int(support[c]),
+            **curves.get(c, {}),
+        }
+        for c, name in enumerate(names)
+    }
 
 
 def confusion(y: np.ndarray, pred: np.ndarray, names: list[str]) -> dict:
@@ -80,11 +95,13 @@ def confusion(y: np.ndarray, pred: np.ndarray, names: list[str]) -> dict:
 def regression(y: np.ndarray, pred: np.ndarray) -> dict:
     """MAE, RMSE, R², Pearson and Spearman correlation (multi-output: averaged over targets)."""
     y2, p2 = y.reshape(len(y), -1), pred.reshape(len(pred), -1)
-    return {"mae": float(skm.mean_absolute_error(y2, p2)),
-            "rmse": float(skm.root_mean_squared_error(y2, p2)),
-            "r2": float(skm.r2_score(y2, p2)),
-            "pearson": float(np.mean([stats.pearsonr(y2[:, t], p2[:, t]).statistic for t in range(y2.shape[1])])),
-            "spearman": float(np.mean([stats.spearmanr(y2[:, t], p2[:, t]).statistic for t in range(y2.shape[1])]))}
+    return {
+        "mae": float(skm.mean_absolute_error(y2, p2)),
+        "rmse": float(skm.root_mean_squared_error(y2, p2)),
+        "r2": float(skm.r2_score(y2, p2)),
+        "pearson": float(np.mean([stats.pearsonr(y2[:, t], p2[:, t]).statistic for t in range(y2.shape[1])])),
+        "spearman": float(np.mean([stats.spearmanr(y2[:, t], p2[:, t]).statistic for t in range(y2.shape[1])])),
+    }
 
 
 def spliceai_top_k(positive: np.ndarray, score: np.ndarray) -> float:
@@ -103,14 +120,17 @@ def sequence_labeling(y: np.ndarray, proba: np.ndarray, names: list[str]) -> dic
     for c in range(1, flat_p.shape[1]):
         positive = flat_y == c
         out[f"top_k_{names[c]}"] = spliceai_top_k(positive, flat_p[:, c])
-        out[f"auprc_{names[c]}"] = float(skm.average_precision_score(positive, flat_p[:, c])) if positive.any() else float("nan")
+        out[f"auprc_{names[c]}"] = (
+            float(skm.average_precision_score(positive, flat_p[:, c])) if positive.any() else float("nan")
+        )
     out["top_k"] = float(np.nanmean([out[f"top_k_{n}"] for n in names[1:]]))
     out["auprc"] = float(np.nanmean([out[f"auprc_{n}"] for n in names[1:]]))
     return out
 
 
-def knn_hits(reference: np.ndarray, reference_labels: np.ndarray, query: np.ndarray, query_labels: np.ndarray,
-             k: int = 15) -> np.ndarray:
+def knn_hits(
+    reference: np.ndarray, reference_labels: np.ndarray, query: np.ndarray, query_labels: np.ndarray, k: int = 15
+) -> np.ndarray:
     """Per query sample: does a kNN classifier fitted on the reference latent space predict its label."""
     knn = KNeighborsClassifier(n_neighbors=min(k, len(reference))).fit(reference, reference_labels)
     return knn.predict(query) == query_labels

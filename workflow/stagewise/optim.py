@@ -52,8 +52,11 @@ class _ArgumentsOnly(torch.optim.Optimizer):
         self.param_groups = [defaults | group for group in params]
 
 
-def lr_scales(model: nn.Module, names: set[str], lr_groups: dict[str, float], layer_decay: float | None, where: str) -> dict[str, float]:
-    """Each trainable parameter's lr multiplier: its most specific `lr_groups` glob × layer_decay ** depth from the head."""
+def lr_scales(
+    model: nn.Module, names: set[str], lr_groups: dict[str, float], layer_decay: float | None, where: str
+) -> dict[str, float]:
+    """Each trainable parameter's lr multiplier: its most specific `lr_groups` glob × layer_decay ** depth from the
+    head."""
     scales = dict.fromkeys(names, 1.0)
     for pattern in sorted(lr_groups, key=len):  # longer (more specific) patterns are applied last and win
         for name in resolve(model, [pattern], set(), f"{where}.lr_groups") & names:
@@ -62,7 +65,7 @@ def lr_scales(model: nn.Module, names: set[str], lr_groups: dict[str, float], la
         order = [model.head_name, *reversed(model.block_names)]
         for name in names:
             depth = next((d for d, m in enumerate(order) if name.startswith(m + ".")), len(order))
-            scales[name] *= layer_decay ** depth
+            scales[name] *= layer_decay**depth
     return scales
 
 
@@ -71,13 +74,17 @@ def param_groups(model: nn.Module, names: set[str], lr: float, scales: dict[str,
     groups: dict[float, dict] = {}
     for name, param in model.named_parameters():
         if name in names:
-            group = groups.setdefault(scales[name], {"params": [], "names": [], "lr": lr * scales[name], "lr_scale": scales[name]})
+            group = groups.setdefault(
+                scales[name], {"params": [], "names": [], "lr": lr * scales[name], "lr_scale": scales[name]}
+            )
             group["params"].append(param)
             group["names"].append(name)
     return list(groups.values())
 
 
-def build_optimizer(model: nn.Module, names: set[str], training: dict, where: str, dry_run: bool = False) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, names: set[str], training: dict, where: str, dry_run: bool = False
+) -> torch.optim.Optimizer:
     """The stage's optimizer over the `names` parameters only, with discriminative lrs
     (`dry_run`: arguments checked by torch, nothing set up to step)."""
     spec = training["optimizer"]
@@ -101,11 +108,16 @@ class Schedule:
         self.lr = self._base_lr()
         kwargs = {k: v for k, v in spec.items() if k not in OWN_KEYS}
         if name == "none" and kwargs:
-            raise StagewiseError(f"{where}.scheduler: {sorted(kwargs)} given but scheduler.name is none; name the scheduler they belong to")
+            raise StagewiseError(
+                f"{where}.scheduler: {sorted(kwargs)} given but scheduler.name is none; name the scheduler they "
+                f"belong to"
+            )
         if name == "OneCycleLR":
             kwargs.setdefault("max_lr", [g["lr"] for g in optimizer.param_groups])
             kwargs.setdefault("total_steps", epochs * (batches if self.interval == "batch" else 1))
-        self.scheduler = None if name == "none" else construct(SCHEDULERS[name], (optimizer,), kwargs, f"{where}.scheduler")
+        self.scheduler = (
+            None if name == "none" else construct(SCHEDULERS[name], (optimizer,), kwargs, f"{where}.scheduler")
+        )
         self.cosine = isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingWarmRestarts)
 
     def _base_lr(self) -> float:
@@ -113,7 +125,8 @@ class Schedule:
         return group["lr"] / group.get("lr_scale", 1.0)
 
     def step(self, epoch: int, batch: int) -> None:
-        """`optimizer.step()` for batch `batch` (0-based) of epoch `epoch` (0-based), warmed up, then the batch's scheduler step."""
+        """`optimizer.step()` for batch `batch` (0-based) of epoch `epoch` (0-based), warmed up, then the batch's
+        scheduler step."""
         factor = min(1.0, (self.step_index + 1) / self.warmup) if self.warmup else 1.0
         scheduled = [g["lr"] for g in self.optimizer.param_groups]
         if factor < 1.0:

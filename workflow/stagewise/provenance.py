@@ -33,9 +33,14 @@ def chain(path: str | Path) -> list[dict]:
             raise StagewiseError(f"{path}: provenance loops back to itself")
         seen.add(path.resolve())
         meta = checkpoints.load(path).meta
-        link = {"path": shown, "sha256": sha256_file(path), "label": meta.get("label", ""),
-                "config_sha256": meta.get("config_sha256"), "versions": {k: meta.get(k) for k in ("stagewise_version", "torch_version")},
-                "plugin": meta.get("plugin")}
+        link = {
+            "path": shown,
+            "sha256": sha256_file(path),
+            "label": meta.get("label", ""),
+            "config_sha256": meta.get("config_sha256"),
+            "versions": {k: meta.get(k) for k in ("stagewise_version", "torch_version")},
+            "plugin": meta.get("plugin"),
+        }
         if link["plugin"] and "module" in link["plugin"] and meta.get("architecture"):
             link["plugin_status"] = source.status(link["plugin"], meta["architecture"], root)
         if meta.get("data"):
@@ -67,7 +72,10 @@ def render(links: list[dict]) -> str:
         pad = "  " * depth
         lines.append(f"{pad}{link['path']}  [{link['label'] or 'checkpoint'}] sha256 {link['sha256'][:12]}")
         if link.get("config_sha256"):
-            lines.append(f"{pad}  config sha256 {link['config_sha256'][:12]}, stagewise {link['versions']['stagewise_version']}, torch {link['versions']['torch_version']}")
+            lines.append(
+                f"{pad}  config sha256 {link['config_sha256'][:12]}, stagewise "
+                f"{link['versions']['stagewise_version']}, torch {link['versions']['torch_version']}"
+            )
         if link.get("plugin"):
             lines.append(f"{pad}  {source.render(link['plugin'])}: {link.get('plugin_status', 'not checked')}")
         if "data" in link:
@@ -79,4 +87,8 @@ def render(links: list[dict]) -> str:
 
 def changed(links: list[dict]) -> bool:
     """Whether any link's file differs from what was recorded."""
-    return any(link.get(k, "ok") not in ("ok", "not recorded") for link in links for k in ("data_status", "parent_status", "plugin_status"))
+    return any(
+        link.get(k, "ok") not in ("ok", "not recorded")
+        for link in links
+        for k in ("data_status", "parent_status", "plugin_status")
+    )

@@ -97,8 +97,13 @@ def slurm_layout(training: dict, threads: int) -> dict:
     gpu = training.get("device", "auto") != "cpu"
     if devices * nodes == 1:
         return {"gpu": 1 if gpu else None}
-    layout = {"mpi": "srun", "nodes": nodes, "cpus_per_task": threads,
-              "tasks_per_node": devices if devices > 1 else None, "tasks": nodes if devices == 1 else None}
+    layout = {
+        "mpi": "srun",
+        "nodes": nodes,
+        "cpus_per_task": threads,
+        "tasks_per_node": devices if devices > 1 else None,
+        "tasks": nodes if devices == 1 else None,
+    }
     if gpu:
         # with `tasks` the plugin would also write --ntasks-per-gpu=<tasks>; one task per GPU is what is meant
         layout |= {"gres": f"gpu:{devices}", "tasks_per_gpu": 1 if devices == 1 else None}

@@ -43,17 +43,42 @@ def train_and_save(model: nn.Module, meta: dict, inputs: dict, outputs: dict, st
     masks = freezing.entry_masks(model, meta.get("new_parameter_masks") or {}, "checkpoint meta new_parameter_masks")
     selection = freezing.select(model, stage["policy"], meta.get("new_parameters", []), masks, path)
     padded = meta.get("padded_features", [])
-    train = Batches(inputs["train"], stage["training"]["batch_size"], shuffle=True, seed=stage["training"]["seed"],
-                    feature_names=meta["feature_names"], categories=meta.get("categories"), fill=padded)
+    train = Batches(
+        inputs["train"],
+        stage["training"]["batch_size"],
+        shuffle=True,
+        seed=stage["training"]["seed"],
+        feature_names=meta["feature_names"],
+        categories=meta.get("categories"),
+        fill=padded,
+    )
     ctx = distributed.context()  # in a data-parallel stage only rank 0 validates and writes
-    val = Batches(inputs["val"], stage["training"]["batch_size"], feature_names=meta["feature_names"],
-                  categories=meta.get("categories"), fill=padded) if ctx.main else None
+    val = (
+        Batches(
+            inputs["val"],
+            stage["training"]["batch_size"],
+            feature_names=meta["feature_names"],
+            categories=meta.get("categories"),
+            fill=padded,
+        )
+        if ctx.main
+        else None
+    )
     board = Path(outputs["stage"]).parent / "tensorboard"
     if ctx.main:
         shutil.rmtree(board, ignore_errors=True)  # a rerun's event files replace the previous run's
     try:
-        result = training.fit(model, train, val, stage["training"], selection, path, meta.get("categories"), board,
-                              meta.get("task", "classification"))
+        result = training.fit(
+            model,
+            train,
+            val,
+            stage["training"],
+            selection,
+            path,
+            meta.get("categories"),
+            board,
+            meta.get("task", "classification"),
+        )
     finally:
         train.close()
         if val is not None:
@@ -71,22 +96,25 @@ def train_and_save(model: nn.Module, meta: dict, inputs: dict, outputs: dict, st
     checkpoints.save(outputs["last"], result.last_state, meta | {"epoch": len(result.history)})
     write_text(outputs["history"], _tsv(result.history))
     monitor = stage["training"]["early_stopping"]["monitor"]
-    write_json(outputs["stage"], {
-        "label": label,
-        "effective_config": stage,
-        "trainable_parameters": result.audit["trainable"],
-        "frozen_parameters": result.audit["frozen"],
-        "best_epoch": result.best_epoch,
-        "best": {monitor: result.history[result.best_epoch - 1][monitor]},
-        "epochs_run": len(result.history),
-        "stopped": result.stopped,
-        "freeze_audit": result.audit,
-        "seconds": round(time.perf_counter() - started, 3),
-        "train_seconds": round(sum(row["seconds"] for row in result.history), 3),
-        "tensorboard": str(board) if stage["training"].get("tensorboard") else None,
-        "processes": ctx.world,
-        **provenance,
-    })
+    write_json(
+        outputs["stage"],
+        {
+            "label": label,
+            "effective_config": stage,
+            "trainable_parameters": result.audit["trainable"],
+            "frozen_parameters": result.audit["frozen"],
+            "best_epoch": result.best_epoch,
+            "best": {monitor: result.history[result.best_epoch - 1][monitor]},
+            "epochs_run": len(result.history),
+            "stopped": result.stopped,
+            "freeze_audit": result.audit,
+            "seconds": round(time.perf_counter() - started, 3),
+            "train_seconds": round(sum(row["seconds"] for row in result.history), 3),
+            "tensorboard": str(board) if stage["training"].get("tensorboard") else None,
+            "processes": ctx.world,
+            **provenance,
+        },
+    )
 
 
 def validate(start: checkpoints.Checkpoint, config: dict, pretraining: bool = False) -> list[str]:
@@ -96,22 +124,34 @@ def validate(start: checkpoints.Checkpoint, config: dict, pretraining: bool = Fa
     problems = []
     with torch.device("meta"):  # names and shapes only: no weights initialised, copied or allocated
         model = models.from_meta(start.meta)
-    masks = freezing.entry_masks(model, start.meta.get("new_parameter_masks") or {})  # the start model's: one for all stages
-    stages = [("pretrain", sw_config.pretrain_config(config))] if pretraining else [
-        (f"{experiment}/{folder}", sw_config.stage_config(config, experiment, index))
-        for experiment in config["experiments"] for index, folder in enumerate(sw_config.stage_dirs(config, experiment))]
+    masks = freezing.entry_masks(
+        model, start.meta.get("new_parameter_masks") or {}
+    )  # the start model's: one for all stages
+    stages = (
+        [("pretrain", sw_config.pretrain_config(config))]
+        if pretraining
+        else [
+            (f"{experiment}/{folder}", sw_config.stage_config(config, experiment, index))
+            for experiment in config["experiments"]
+            for index, folder in enumerate(sw_config.stage_dirs(config, experiment))
+        ]
+    )
     for label, stage in stages:
         path = where(label)
         try:
-            tasks.loss_name(start.meta["task"], stage["training"]["loss"], getattr(model, "likelihood", "nb"), f"{path}.loss")
+            tasks.loss_name(
+                start.meta["task"], stage["training"]["loss"], getattr(model, "likelihood", "nb"), f"{path}.loss"
+            )
             selection = freezing.select(model, stage["policy"], start.meta.get("new_parameters", []), masks, path)
             optimizer = optim.build_optimizer(model, selection.names, stage["training"], path, dry_run=True)
             per_process = stage["training"]["batch_size"] // distributed.world_size(stage["training"])
             norms = freezing.batchnorms_in_training(model, selection.names) if per_process < 2 else []
             if norms:
-                raise StagewiseError(f"{path}.batch_size: {per_process} sample per batch (and process) while BatchNorm layers train "
-                                     f"({', '.join(norms[:3])}): batch statistics need two samples or more; raise batch_size or "
-                                     "freeze those modules")
+                raise StagewiseError(
+                    f"{path}.batch_size: {per_process} sample per batch (and process) while BatchNorm layers train "
+                    f"({', '.join(norms[:3])}): batch statistics need two samples or more; raise batch_size or "
+                    "freeze those modules"
+                )
             optim.Schedule(optimizer, stage["training"]["scheduler"], stage["training"]["epochs"], 1, path)
         except StagewiseError as error:
             problems.append(str(error))

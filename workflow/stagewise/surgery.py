@@ -10,14 +10,16 @@ from dataclasses import dataclass, field
 import torch
 
 
-
 def feature_diff(expected: list[str], found: list[str]) -> dict:
     """Missing, extra and out-of-order features of `found` against the checkpoint's `expected`."""
     expected_set, found_set = set(expected), set(found)
     common = [f for f in found if f in expected_set]
     in_order = [f for f in expected if f in found_set]
-    return {"missing": [f for f in expected if f not in found_set], "extra": [f for f in found if f not in expected_set],
-            "out_of_order": [a for a, b in zip(common, in_order) if a != b]}
+    return {
+        "missing": [f for f in expected if f not in found_set],
+        "extra": [f for f in found if f not in expected_set],
+        "out_of_order": [a for a, b in zip(common, in_order) if a != b],
+    }
 
 
 def under(key: str, module: str) -> bool:
@@ -26,16 +28,19 @@ def under(key: str, module: str) -> bool:
 
 
 def rename(state_dict: dict[str, torch.Tensor], match: dict[str, str]) -> dict[str, torch.Tensor]:
-    """Rename checkpoint tensors by module prefix, `{name in checkpoint: name in new model}`; the longest prefix wins."""
+    """Rename checkpoint tensors by module prefix, `{name in checkpoint: name in new model}`; the longest prefix
+    wins."""
     longest_first = sorted(match, key=len, reverse=True)
     renamed = {}
     for key, tensor in state_dict.items():
         old = next((m for m in longest_first if under(key, m)), None)
-        renamed[match[old] + key[len(old):] if old is not None else key] = tensor
+        renamed[match[old] + key[len(old) :] if old is not None else key] = tensor
     return renamed
 
 
-def widen(old: torch.Tensor, fresh: torch.Tensor, old_sizes: list[int], new_sizes: list[int]) -> tuple[torch.Tensor, list[list[int]]]:
+def widen(
+    old: torch.Tensor, fresh: torch.Tensor, old_sizes: list[int], new_sizes: list[int]
+) -> tuple[torch.Tensor, list[list[int]]]:
     """`fresh` (a new init of the widened layer) with `old`'s columns copied in; returns it and the new column ranges.
 
     The last `sum(old_sizes)` input columns of `old` are one-hot covariates, one block per covariate; each
@@ -46,7 +51,7 @@ def widen(old: torch.Tensor, fresh: torch.Tensor, old_sizes: list[int], new_size
     out[:, :base] = old[:, :base]
     ranges, src, dst = [], base, base
     for before, after in zip(old_sizes, new_sizes):
-        out[:, dst:dst + before] = old[:, src:src + before]
+        out[:, dst : dst + before] = old[:, src : src + before]
         if after > before:
             ranges.append([dst + before, dst + after])
         src, dst = src + before, dst + after
@@ -65,8 +70,12 @@ class Transfer:
     mismatched: list[str] = field(default_factory=list)
 
 
-def plan(target: dict[str, torch.Size], source: dict[str, torch.Tensor], replaced: str | None,
-         widened: dict[str, tuple[int, ...]]) -> Transfer:
+def plan(
+    target: dict[str, torch.Size],
+    source: dict[str, torch.Tensor],
+    replaced: str | None,
+    widened: dict[str, tuple[int, ...]],
+) -> Transfer:
     """Sort the new model's tensors into reused, new (under `replaced`), widened, missing and shape-mismatched.
 
     `widened` maps a tensor the surgery widens to the shape it must have in the checkpoint.

@@ -1,7 +1,8 @@
 """Deterministic example data for the recipes in config/examples/ (written by `stagewise init`).
 
 Each generator writes ordinary files that the normal readers read: a genome FASTA with its GFF3
-annotation, PNG images in class folders, OpenSpliceAI-style HDF5 one-hot sequences, AnnData `.h5ad` counts, a Parquet table, and a checkpoint made elsewhere. The
+annotation, PNG images in class folders, OpenSpliceAI-style HDF5 one-hot sequences, AnnData `.h5ad` counts, a Parquet
+table, and a checkpoint made elsewhere. The
 same name and seed always give the same bytes of data.
 """
 
@@ -95,8 +96,8 @@ def genome(species: str, genes_per_contig: dict[str, int], seed: int = 0) -> tup
             parts = [rng.choice(4, exons[0], p=p)]
             for intron, exon in zip(introns, exons[1:]):
                 body = rng.choice(4, intron, p=p)
-                body[:len(donor) - d_at] = _motif(rng, donor, [d_at, d_at + 1])[d_at:]  # GT... starts the intron
-                body[-(a_at + 1):] = _motif(rng, acceptor, [a_at - 1, a_at])[:a_at + 1]  # ...AG ends it
+                body[: len(donor) - d_at] = _motif(rng, donor, [d_at, d_at + 1])[d_at:]  # GT... starts the intron
+                body[-(a_at + 1) :] = _motif(rng, acceptor, [a_at - 1, a_at])[: a_at + 1]  # ...AG ends it
                 parts[-1][-d_at:] = _motif(rng, donor, [d_at, d_at + 1])[:d_at]  # the exon end before GT
                 parts += [body, rng.choice(4, exon, p=p)]
             gene = np.concatenate(parts)
@@ -105,10 +106,12 @@ def genome(species: str, genes_per_contig: dict[str, int], seed: int = 0) -> tup
                 gene = 3 - gene[::-1]
             length, start = len(gene), position + 1
             gene_id, kind = f"{contig}_g{number}", "protein_coding" if coding else "lncRNA"
-            gff.append(f"{contig}\tstagewise\tgene\t{start}\t{start + length - 1}\t.\t{strand}\t.\t"
-                       f"ID={gene_id};gene_biotype={kind}")
+            gff.append(
+                f"{contig}\tstagewise\tgene\t{start}\t{start + length - 1}\t.\t{strand}\t.\t"
+                f"ID={gene_id};gene_biotype={kind}"
+            )
             bounds, offset = [], 0  # exon (start, end) along the transcript, then on the contig
-            for exon, intron in zip(exons, introns + [0]):
+            for exon, intron in zip(exons, [*introns, 0]):
                 bounds.append((offset, offset + exon))
                 offset += exon + intron
             if strand == "-":
@@ -117,10 +120,14 @@ def genome(species: str, genes_per_contig: dict[str, int], seed: int = 0) -> tup
             for t, exon_bounds in enumerate(isoforms, 1):
                 tid = f"{gene_id}.t{t}"
                 lo, hi = min(s for s, _ in exon_bounds), max(e for _, e in exon_bounds)
-                gff.append(f"{contig}\tstagewise\t{'mRNA' if coding else 'lnc_RNA'}\t{start + lo}\t{start + hi - 1}\t.\t"
-                           f"{strand}\t.\tID={tid};Parent={gene_id}")
-                gff += [f"{contig}\tstagewise\texon\t{start + s}\t{start + e - 1}\t.\t{strand}\t.\tParent={tid}"
-                        for s, e in sorted(exon_bounds)]
+                gff.append(
+                    f"{contig}\tstagewise\t{'mRNA' if coding else 'lnc_RNA'}\t{start + lo}\t{start + hi - 1}\t.\t"
+                    f"{strand}\t.\tID={tid};Parent={gene_id}"
+                )
+                gff += [
+                    f"{contig}\tstagewise\texon\t{start + s}\t{start + e - 1}\t.\t{strand}\t.\tParent={tid}"
+                    for s, e in sorted(exon_bounds)
+                ]
             spacer = rng.choice(4, int(rng.integers(200, 600)), p=p)
             codes += [gene, spacer]
             position += length + len(spacer)
@@ -132,8 +139,12 @@ def write_genome(fasta: Path, gff3: Path, species: str, genes_per_contig: dict[s
     """A FASTA (60 bases a line) and its GFF3 annotation, from `genome`."""
     sequences, gff = genome(species, genes_per_contig, seed)
     with atomic_path(fasta) as tmp:
-        Path(tmp).write_text("".join(f">{name}\n" + "\n".join(seq[i:i + 60] for i in range(0, len(seq), 60)) + "\n"
-                                     for name, seq in sequences.items()))
+        Path(tmp).write_text(
+            "".join(
+                f">{name}\n" + "\n".join(seq[i : i + 60] for i in range(0, len(seq), 60)) + "\n"
+                for name, seq in sequences.items()
+            )
+        )
     with atomic_path(gff3) as tmp:
         Path(tmp).write_text("\n".join(gff) + "\n")
 
@@ -151,8 +162,16 @@ def write_digit_images(folder: Path, rows: range, label_of, size: int = 32) -> N
         pixels.resize((size, size), Image.Resampling.BICUBIC).save(target / f"digit_{i:04d}.png", optimize=False)
 
 
-def expression_counts(n: int, batches: list[str], genes: int = 200, cell_types: int = 5, seed: int = 0,
-                      batch_seed: int | None = None, markers: int = 12, library: float = 1500.0) -> dict:
+def expression_counts(
+    n: int,
+    batches: list[str],
+    genes: int = 200,
+    cell_types: int = 5,
+    seed: int = 0,
+    batch_seed: int | None = None,
+    markers: int = 12,
+    library: float = 1500.0,
+) -> dict:
     """Negative-binomial counts of `cell_types` expression programs, each batch with its own gene-wise effect.
 
     The programs depend on `seed` only, so files generated with the same seed share cell types;
@@ -169,27 +188,36 @@ def expression_counts(n: int, batches: list[str], genes: int = 200, cell_types: 
     types = rng.integers(0, cell_types, n)
     batch = rng.integers(0, len(batches), n)
     technical = programs.normal(0.0, 1.0, (3, genes))  # batch effects mix three technical factors
-    effects = np.stack([np.random.default_rng([seed, 2, *map(ord, b)]).normal(0.0, 0.7, 3) @ technical for b in batches])
+    effects = np.stack(
+        [np.random.default_rng([seed, 2, *map(ord, b)]).normal(0.0, 0.7, 3) @ technical for b in batches]
+    )
     logits = base + markers[types] + effects[batch]
     share = np.exp(logits - logits.max(1, keepdims=True))
     share /= share.sum(1, keepdims=True)
     library = rng.lognormal(np.log(library), 0.3, n)[:, None]
     mean = share * library
     counts = rng.poisson(rng.gamma(theta, mean / theta)).astype(np.float32)
-    return {"X": counts, "cell_type": np.array([f"type_{t}" for t in types]), "batch": np.array(batches)[batch],
-            "genes": [f"gene_{g:03d}" for g in range(genes)]}
+    return {
+        "X": counts,
+        "cell_type": np.array([f"type_{t}" for t in types]),
+        "batch": np.array(batches)[batch],
+        "genes": [f"gene_{g:03d}" for g in range(genes)],
+    }
 
 
-def write_counts(path: Path, n: int, batches: list[str], seed: int = 0, batch_seed: int | None = None, genes: int = 200,
-                 **options) -> None:
+def write_counts(
+    path: Path, n: int, batches: list[str], seed: int = 0, batch_seed: int | None = None, genes: int = 200, **options
+) -> None:
     """An AnnData .h5ad: sparse counts in X, obs columns cell_type and batch, genes as var_names."""
     import anndata
     import pandas as pd
     import scipy.sparse as sp
 
     data = expression_counts(n, batches, genes=genes, seed=seed, batch_seed=batch_seed, **options)
-    obs = pd.DataFrame({"cell_type": pd.Categorical(data["cell_type"]), "batch": pd.Categorical(data["batch"])},
-                       index=[f"{path.stem}_{i}" for i in range(n)])
+    obs = pd.DataFrame(
+        {"cell_type": pd.Categorical(data["cell_type"]), "batch": pd.Categorical(data["batch"])},
+        index=[f"{path.stem}_{i}" for i in range(n)],
+    )
     adata = anndata.AnnData(sp.csr_matrix(data["X"]), obs=obs, var=pd.DataFrame(index=data["genes"]))
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp)
@@ -205,9 +233,12 @@ def molecules(n: int, seed: int = 0, batch_seed: int = 1) -> dict[str, np.ndarra
     x = rng.normal(0.0, 1.0, (n, 32)).astype(np.float32)
     h = np.tanh(x @ w)
     noise = rng.normal(0.0, 0.05, (2, n))
-    return {"X": x, "energy_dft": (h @ dft + noise[0]).astype(np.float32),
-            "energy_ccsd": (h @ dft + 0.3 * h @ ccsd + noise[1]).astype(np.float32),
-            "names": [f"descriptor_{i:02d}" for i in range(32)]}
+    return {
+        "X": x,
+        "energy_dft": (h @ dft + noise[0]).astype(np.float32),
+        "energy_ccsd": (h @ dft + 0.3 * h @ ccsd + noise[1]).astype(np.float32),
+        "names": [f"descriptor_{i:02d}" for i in range(32)],
+    }
 
 
 def write_molecules(path: Path, n: int, seed: int = 0, batch_seed: int = 1) -> None:
@@ -241,8 +272,15 @@ def write_foreign_checkpoint(path: Path, names_path: Path, n: int = 4000, epochs
             optimizer.step()
     state = {"model." + key.replace("encoder.", "backbone.", 1): value for key, value in model.state_dict().items()}
     with atomic_path(path) as tmp:
-        torch.save({"state_dict": state, "hyper_parameters": {"hidden": [64, 64], "target": "energy_dft"},
-                    "pytorch-lightning_version": "2.4.0", "epoch": epochs}, tmp)
+        torch.save(
+            {
+                "state_dict": state,
+                "hyper_parameters": {"hidden": [64, 64], "target": "energy_dft"},
+                "pytorch-lightning_version": "2.4.0",
+                "epoch": epochs,
+            },
+            tmp,
+        )
     with atomic_path(names_path) as tmp:
         Path(tmp).write_text("\n".join(data["names"]) + "\n")
 
@@ -254,15 +292,27 @@ def _physicsml_files(folder: Path) -> None:
 
 def _splice_files(folder: Path) -> None:
     write_genome(folder / "species_a.fa", folder / "species_a.gff3", "source", {f"chr{i}": 100 for i in range(1, 5)})
-    write_genome(folder / "species_b.fa", folder / "species_b.gff3", "target", {"chr1": 6, "chr2": 20, "chr3": 20}, seed=1)
+    write_genome(
+        folder / "species_b.fa", folder / "species_b.gff3", "target", {"chr1": 6, "chr2": 20, "chr3": 20}, seed=1
+    )
 
 
-SHAPES = {0: "loops", 6: "loops", 8: "loops", 9: "loops", 1: "straight", 4: "straight", 7: "straight",
-          2: "curves", 3: "curves", 5: "curves"}
+SHAPES = {
+    0: "loops",
+    6: "loops",
+    8: "loops",
+    9: "loops",
+    1: "straight",
+    4: "straight",
+    7: "straight",
+    2: "curves",
+    3: "curves",
+    5: "curves",
+}
 
 
 def _dnnbrain_files(folder: Path) -> None:
-    write_digit_images(folder / "digits", range(0, 1000), lambda digit: digit)
+    write_digit_images(folder / "digits", range(1000), lambda digit: digit)
     write_digit_images(folder / "shapes", range(1000, 1797), SHAPES.__getitem__)
 
 
@@ -279,8 +329,13 @@ def _scarches_files(folder: Path, reference: int = 3000, query: int = 800, genes
     write_counts(folder / "query.h5ad", query, ["query_1", "query_2"], batch_seed=2, genes=genes, **scale)
 
 
-EXAMPLE_DATA = {"openspliceai": _splice_files, "dnnbrain": _dnnbrain_files, "preffect": _preffect_files, "scarches": _scarches_files,
-                "physicsml": _physicsml_files}
+EXAMPLE_DATA = {
+    "openspliceai": _splice_files,
+    "dnnbrain": _dnnbrain_files,
+    "preffect": _preffect_files,
+    "scarches": _scarches_files,
+    "physicsml": _physicsml_files,
+}
 
 
 def write_example_data(example: str, folder: str | Path) -> list[Path]:

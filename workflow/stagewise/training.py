@@ -6,10 +6,10 @@ import functools
 import os
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -67,21 +67,26 @@ def _forward(model: nn.Module, x: torch.Tensor, c: torch.Tensor | None) -> torch
     return model(x) if c is None else model(x, c)
 
 
-def predict(model: nn.Module, X: torch.Tensor, batch_size: int, precision: str = "fp32",
-            covariates: torch.Tensor | None = None) -> torch.Tensor | dict[str, torch.Tensor]:
-    """Outputs of `model` on `X` (and its one-hot `covariates`), in eval mode, batched, on the CPU (dicts for counts)."""
+def predict(
+    model: nn.Module, X: torch.Tensor, batch_size: int, precision: str = "fp32", covariates: torch.Tensor | None = None
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """Outputs of `model` on `X` (and its one-hot `covariates`), in eval mode, batched, on the CPU (dicts for
+    counts)."""
     device = next(model.parameters()).device
     model.eval()
     out = []
     with torch.no_grad(), _autocast(precision, device):
         for start in range(0, len(X), batch_size):
-            c = None if covariates is None else covariates[start:start + batch_size].to(device)
-            out.append(tasks.apply(_forward(model, X[start:start + batch_size].to(device), c), lambda t: t.float().cpu()))
+            c = None if covariates is None else covariates[start : start + batch_size].to(device)
+            out.append(
+                tasks.apply(_forward(model, X[start : start + batch_size].to(device), c), lambda t: t.float().cpu())
+            )
     return tasks.collect(out)
 
 
-def predict_stream(model: nn.Module, batches: Batches, precision: str = "fp32",
-                   keep_inputs: bool = False) -> tuple[torch.Tensor | dict[str, torch.Tensor], torch.Tensor | None]:
+def predict_stream(
+    model: nn.Module, batches: Batches, precision: str = "fp32", keep_inputs: bool = False
+) -> tuple[torch.Tensor | dict[str, torch.Tensor], torch.Tensor | None]:
     """Outputs of `model` over a prepared split read block by block in file order, and its inputs if asked
     (count likelihoods need them); memory holds the outputs, not the features."""
     device = next(model.parameters()).device
@@ -101,9 +106,11 @@ def _resident(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor
     return tensor.to(device)
 
 
-def _batches(data: tuple, order: torch.Tensor, bounds: list[tuple[int, int]], device: torch.device, rank: int = 0,
-             world: int = 1) -> Iterator[tuple]:
-    """(x, covariates or None, y) batches of `order` cut at `bounds`: one whole-batch gather per tensor, then to `device`
+def _batches(
+    data: tuple, order: torch.Tensor, bounds: list[tuple[int, int]], device: torch.device, rank: int = 0, world: int = 1
+) -> Iterator[tuple]:
+    """(x, covariates or None, y) batches of `order` cut at `bounds`: one whole-batch gather per tensor, then to
+    `device`
     (of a data-parallel stage: rank `rank`'s part of each batch, as `Batches.shard` cuts it)."""
     order = order.to(data[0].device)
     for start, stop in bounds:
@@ -124,24 +131,43 @@ def _clone(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _val_outputs(model: nn.Module, val: Split | Batches, categories: dict | None, training: dict, task: str) -> tuple:
-    """Validation outputs, targets and inputs (None unless the loss needs them): streamed from the file, or a Split in RAM."""
+    """Validation outputs, targets and inputs (None unless the loss needs them): streamed from the file, or a Split in
+    RAM."""
     if isinstance(val, Batches):
         outputs, x = predict_stream(model, val, training["precision"], keep_inputs=task == "counts")
         return outputs, torch.from_numpy(val.y), x
     x = torch.from_numpy(val.X)
-    return predict(model, x, training["batch_size"], training["precision"], covariate_inputs(val, categories)), torch.from_numpy(val.y), x
+    return (
+        predict(model, x, training["batch_size"], training["precision"], covariate_inputs(val, categories)),
+        torch.from_numpy(val.y),
+        x,
+    )
 
 
-def _val_row(model: nn.Module, val: Split | Batches, categories: dict | None, loss_fn: tasks.TaskLoss, training: dict,
-             device: torch.device, task: str) -> dict:
+def _val_row(
+    model: nn.Module,
+    val: Split | Batches,
+    categories: dict | None,
+    loss_fn: tasks.TaskLoss,
+    training: dict,
+    device: torch.device,
+    task: str,
+) -> dict:
     outputs, y, x = _val_outputs(model, val, categories, training, task)
-    row = {"val_loss": float(loss_fn(tasks.apply(outputs, lambda t: t.to(device)), y.to(device), None if x is None else x.to(device), None))}
+    row = {
+        "val_loss": float(
+            loss_fn(
+                tasks.apply(outputs, lambda t: t.to(device)), y.to(device), None if x is None else x.to(device), None
+            )
+        )
+    }
     scores = tasks.validation_metrics(task, outputs, val.y, val.label_names)
     return row | {f"val_{k}": v for k, v in scores.items()}
 
 
 def _frozen_names(model: nn.Module) -> list[str]:
-    """Parameters that do not train and the buffers of modules whose parameters all are frozen (BatchNorm statistics)."""
+    """Parameters that do not train and the buffers of modules whose parameters all are frozen (BatchNorm
+    statistics)."""
     names = [n for n, p in model.named_parameters() if not p.requires_grad]
     for prefix, module in model.named_modules():
         params = list(module.parameters(recurse=False))
@@ -150,8 +176,17 @@ def _frozen_names(model: nn.Module) -> list[str]:
     return names
 
 
-def fit(model: nn.Module, train: Split | Batches, val: Split | Batches | None, training: dict, selection: freezing.Selection, where: str,
-        categories: dict | None = None, tensorboard: Path | None = None, task: str = "classification") -> Result:
+def fit(
+    model: nn.Module,
+    train: Split | Batches,
+    val: Split | Batches | None,
+    training: dict,
+    selection: freezing.Selection,
+    where: str,
+    categories: dict | None = None,
+    tensorboard: Path | None = None,
+    task: str = "classification",
+) -> Result:
     """Train the selected parameters of `model`; keep the best state by the monitored metric.
 
     In a data-parallel stage (`distributed.context().world > 1`) every rank runs this with the same model and
@@ -175,20 +210,31 @@ def fit(model: nn.Module, train: Split | Batches, val: Split | Batches | None, t
     frozen = _frozen_names(model)
     frozen_start = distributed.digest(model.state_dict(), frozen)
     streamed = isinstance(train, Batches)  # a prepared file read block by block (io.batches), else a Split in RAM
-    data = None if streamed else tuple(_resident(t, device) for t in (torch.from_numpy(train.X), covariate_inputs(train, categories), torch.from_numpy(train.y)))
+    data = (
+        None
+        if streamed
+        else tuple(
+            _resident(t, device)
+            for t in (torch.from_numpy(train.X), covariate_inputs(train, categories), torch.from_numpy(train.y))
+        )
+    )
     n, batch_size, epochs = len(train.y), training["batch_size"], training["epochs"]
     bounds = batch_bounds(n, batch_size, training=True)  # as `Batches` serves a training epoch
     n_batches = len(bounds)
     optimizer = optim.build_optimizer(model, selection.names, training, where)
     schedule = optim.Schedule(optimizer, training["scheduler"], epochs, n_batches, where)
     n_classes = len(train.label_names) or int(train.y.max()) + 1
-    loss_fn = tasks.loss(task, training["loss"], train.y, n_classes, device, getattr(model, "likelihood", "nb"), f"{where}.loss")
+    loss_fn = tasks.loss(
+        task, training["loss"], train.y, n_classes, device, getattr(model, "likelihood", "nb"), f"{where}.loss"
+    )
     handles = freezing.freeze_entries(model, selection.masks, optimizer)
     trained = [p for group in optimizer.param_groups for p in group["params"]]
     masked = [(model.get_parameter(name), mask.to(device)) for name, mask in selection.masks.items()]
     stop = training["early_stopping"]
     metric_names.check_monitor(task, stop["monitor"], where, train.label_names)
-    mode = stop["mode"] if stop["mode"] != "auto" else ("max" if metric_names.higher_is_better(stop["monitor"]) else "min")
+    mode = (
+        stop["mode"] if stop["mode"] != "auto" else ("max" if metric_names.higher_is_better(stop["monitor"]) else "min")
+    )
     generator = torch.Generator().manual_seed(training["seed"])
     sizes = torch.tensor([stop - start for start, stop in bounds], dtype=torch.float64)
     writer = _tensorboard(tensorboard) if training.get("tensorboard") and ctx.main else None
@@ -199,8 +245,11 @@ def fit(model: nn.Module, train: Split | Batches, val: Split | Batches | None, t
     def record_mode(module: nn.Module, _inputs: tuple, name: str) -> None:
         modes_seen.setdefault(name, "train" if module.training else "eval")
 
-    hooks = [m.register_forward_pre_hook(functools.partial(record_mode, name=name))
-             for name, m in model.named_modules() if isinstance(m, freezing.NORM_AND_DROPOUT)]
+    hooks = [
+        m.register_forward_pre_hook(functools.partial(record_mode, name=name))
+        for name, m in model.named_modules()
+        if isinstance(m, freezing.NORM_AND_DROPOUT)
+    ]
     bar = tqdm(total=epochs * n_batches, desc=where, file=sys.stderr, mininterval=1.0, disable=not ctx.main)
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
@@ -232,8 +281,10 @@ def fit(model: nn.Module, train: Split | Batches, val: Split | Batches | None, t
         distributed.broadcast_state(model, buffers_only=True)
         bad = (~torch.isfinite(values)).nonzero()
         if len(bad):
-            raise StagewiseError(f"{where}: loss is {values[bad[0, 0]].item()} at epoch {epoch}, batch {bad[0, 0].item() + 1}; "
-                                 "lower optimizer.lr, set grad_clip, or use precision: fp32")
+            raise StagewiseError(
+                f"{where}: loss is {values[bad[0, 0]].item()} at epoch {epoch}, batch {bad[0, 0].item() + 1}; "
+                "lower optimizer.lr, set grad_clip, or use precision: fp32"
+            )
         train_seconds = time.perf_counter() - started
         for hook in hooks:
             hook.remove()
@@ -258,7 +309,10 @@ def fit(model: nn.Module, train: Split | Batches, val: Split | Batches | None, t
         else:
             waited += 1
             if stop["patience"] and waited >= stop["patience"]:
-                result.stopped = f"early stopping: {stop['monitor']} did not improve for {waited} epochs (best {best:.6g} at epoch {result.best_epoch})"
+                result.stopped = (
+                    f"early stopping: {stop['monitor']} did not improve for {waited} epochs (best "
+                    f"{best:.6g} at epoch {result.best_epoch})"
+                )
         if distributed.broadcast_flag(bool(result.stopped), device):
             break
     bar.close()
@@ -272,9 +326,15 @@ def fit(model: nn.Module, train: Split | Batches, val: Split | Batches | None, t
     result.audit = freezing.audit(model, selection.masks) | {"modes": modes_seen, "optimizer_groups": groups}
     if ctx.world > 1:  # each rank's own view: its final weights, its frozen tensors before and after, its layer modes
         state = model.state_dict()
-        result.audit["ranks"] = distributed.gather({
-            "rank": ctx.rank, "state_sha256": distributed.digest(state), "frozen_sha256_start": frozen_start,
-            "frozen_sha256_end": distributed.digest(state, frozen), "modes": modes_seen})
+        result.audit["ranks"] = distributed.gather(
+            {
+                "rank": ctx.rank,
+                "state_sha256": distributed.digest(state),
+                "frozen_sha256_start": frozen_start,
+                "frozen_sha256_end": distributed.digest(state, frozen),
+                "modes": modes_seen,
+            }
+        )
     return result
 
 
@@ -283,7 +343,9 @@ def _tensorboard(folder: Path | None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise StagewiseError("training.tensorboard: true needs the tensorboard package: pip install tensorboard") from None
+        raise StagewiseError(
+            "training.tensorboard: true needs the tensorboard package: pip install tensorboard"
+        ) from None
     if folder is None:
         raise StagewiseError("training.tensorboard: true but no folder was given for the event files")
     return SummaryWriter(log_dir=str(folder))

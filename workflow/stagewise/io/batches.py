@@ -8,7 +8,7 @@ permutations are used, so both modes give the same batches.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -20,18 +20,25 @@ AUTO_BYTES = 1 << 30  # in_memory: auto loads a split whose dense features take 
 WINDOW = 16  # blocks read and shuffled together
 
 
-def one_hot(codes: dict[str, np.ndarray], own: dict[str, list[str]], categories: dict[str, list[str]], where: str) -> np.ndarray:
+def one_hot(
+    codes: dict[str, np.ndarray], own: dict[str, list[str]], categories: dict[str, list[str]], where: str
+) -> np.ndarray:
     """Concatenated one-hot covariates in the model's `categories` order, from the file's codes and names."""
     parts = []
     for covariate, known in categories.items():
         if covariate not in codes:
-            raise StagewiseError(f"{where}: the model takes covariate {covariate!r} but the data has {sorted(codes)}; add it to data.*.covariates")
+            raise StagewiseError(
+                f"{where}: the model takes covariate {covariate!r} but the data has {sorted(codes)}; add it to "
+                f"data.*.covariates"
+            )
         position = {c: i for i, c in enumerate(known)}
         lookup = np.array([position.get(c, -1) for c in own[covariate]], dtype=np.int64)[codes[covariate]]
         if (lookup < 0).any():
             unknown = sorted({own[covariate][c] for c in codes[covariate][lookup < 0]})
-            raise StagewiseError(f"{where}: covariate {covariate!r} has categories {unknown} unknown to the model {known}; "
-                                 "add them with pretrained.new_categories")
+            raise StagewiseError(
+                f"{where}: covariate {covariate!r} has categories {unknown} unknown to the model {known}; "
+                "add them with pretrained.new_categories"
+            )
         parts.append(np.eye(len(known), dtype=np.float32)[lookup])
     return np.concatenate(parts, axis=1)
 
@@ -47,16 +54,29 @@ def batch_bounds(n: int, batch_size: int, training: bool) -> list[tuple[int, int
 
 def _join(first: tuple, second: tuple) -> tuple:
     """Two runs of rows `(X, y, covariates)` as one."""
-    return (np.concatenate([first[0], second[0]]), np.concatenate([first[1], second[1]]),
-            {k: np.concatenate([first[2][k], v]) for k, v in second[2].items()})
+    return (
+        np.concatenate([first[0], second[0]]),
+        np.concatenate([first[1], second[1]]),
+        {k: np.concatenate([first[2][k], v]) for k, v in second[2].items()},
+    )
 
 
 class Batches:
     """Batches `(x, one-hot covariates or None, y)` of one prepared split file; `training.fit` takes it as `train`."""
 
-    def __init__(self, path: str, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                 feature_names: list[str] | None = None, categories: dict[str, list[str]] | None = None,
-                 fill: list[str] | tuple = (), in_memory: str | None = None, window: int = WINDOW) -> None:
+    def __init__(
+        self,
+        path: str,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        feature_names: list[str] | None = None,
+        categories: dict[str, list[str]] | None = None,
+        fill: list[str] | tuple = (),
+        in_memory: str | None = None,
+        window: int = WINDOW,
+    ) -> None:
         self.path, self.batch_size, self.shuffle, self.seed, self.window = str(path), batch_size, shuffle, seed, window
         self._h5 = hdf5.open_split(path)
         self.layout, self.n = hdf5.layout(self._h5), hdf5.n_samples(self._h5)
@@ -90,8 +110,10 @@ class Batches:
         position = {name: i for i, name in enumerate(self.layout.feature_names)}
         missing = [f for f in feature_names if f not in position and f not in fill]
         if missing or len(self.layout.feature_shape) != 1:
-            raise StagewiseError(f"{self.path}: cannot order its features as the model's; missing {missing[:5]}; "
-                                 "set pretrained.features: pad to zero-fill them, and rerun check_compatibility")
+            raise StagewiseError(
+                f"{self.path}: cannot order its features as the model's; missing {missing[:5]}; "
+                "set pretrained.features: pad to zero-fill them, and rerun check_compatibility"
+            )
         return np.array([position.get(f, -1) for f in feature_names])
 
     def __len__(self) -> int:
@@ -110,7 +132,7 @@ class Batches:
         if self.shuffle:
             starts = rng.permutation(starts)
         for w in range(0, len(starts), self.window):
-            parts = [self._rows(s, min(s + self.block, self.n)) for s in np.sort(starts[w:w + self.window])]
+            parts = [self._rows(s, min(s + self.block, self.n)) for s in np.sort(starts[w : w + self.window])]
             X, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
             covariates = {k: np.concatenate([p[2][k] for p in parts]) for k in parts[0][2]}
             if self.shuffle:
@@ -118,7 +140,9 @@ class Batches:
                 X, y, covariates = X[order], y[order], {k: v[order] for k, v in covariates.items()}
             yield X, y, covariates
 
-    def epoch(self, epoch: int, device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
+    def epoch(
+        self, epoch: int, device: torch.device | str = "cpu"
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
         """The batches of one epoch (its shuffle seeded by `seed` and `epoch`), moved to `device`. Training (`shuffle`):
         a last batch of a single sample joins the batch before it, as BatchNorm needs two samples to train."""
         held = None
@@ -163,10 +187,16 @@ class Batches:
     def _tensors(self, X: np.ndarray, y: np.ndarray, covariates: dict, device) -> tuple:
         if self.columns is not None:
             X = np.where(self.columns >= 0, X[:, np.maximum(self.columns, 0)], np.float32(0)).astype(X.dtype)
-        c = torch.from_numpy(one_hot(covariates, self.layout.categories, self.categories, self.path)) if self.categories else None
-        return (torch.from_numpy(np.ascontiguousarray(X)).to(device, non_blocking=True),
-                None if c is None else c.to(device, non_blocking=True),
-                torch.from_numpy(np.ascontiguousarray(y)).to(device, non_blocking=True))
+        c = (
+            torch.from_numpy(one_hot(covariates, self.layout.categories, self.categories, self.path))
+            if self.categories
+            else None
+        )
+        return (
+            torch.from_numpy(np.ascontiguousarray(X)).to(device, non_blocking=True),
+            None if c is None else c.to(device, non_blocking=True),
+            torch.from_numpy(np.ascontiguousarray(y)).to(device, non_blocking=True),
+        )
 
     @property
     def sample_ids(self) -> list[str]:

@@ -16,11 +16,12 @@ so that a malformed line is reported with its file and line number.
 from __future__ import annotations
 
 import gzip
+import itertools
 from collections import defaultdict
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import unquote
 
 import numpy as np
@@ -31,10 +32,27 @@ from .readers import Block, Source, block_rows
 
 FASTA = (".fa", ".fasta", ".fna", ".fas")
 SITES = ["none", "acceptor", "donor"]
-DEFAULTS = {"annotation": None, "transcripts": "longest", "biotype": "protein_coding", "window": 5000,
-            "context": 80, "test_chromosomes": [], "train_chromosomes": None}
-_NOT_TRANSCRIPTS = {"exon", "CDS", "five_prime_UTR", "three_prime_UTR", "UTR", "start_codon", "stop_codon",
-                    "intron", "gene", "Selenocysteine"}
+DEFAULTS = {
+    "annotation": None,
+    "transcripts": "longest",
+    "biotype": "protein_coding",
+    "window": 5000,
+    "context": 80,
+    "test_chromosomes": [],
+    "train_chromosomes": None,
+}
+_NOT_TRANSCRIPTS = {
+    "exon",
+    "CDS",
+    "five_prime_UTR",
+    "three_prime_UTR",
+    "UTR",
+    "start_codon",
+    "stop_codon",
+    "intron",
+    "gene",
+    "Selenocysteine",
+}
 _BIOTYPE_KEYS = ("gene_biotype", "gene_type", "biotype", "transcript_biotype", "transcript_type")
 _CODES = np.full(256, 4, np.int64)
 for _i, _b in enumerate("ACGT"):
@@ -77,12 +95,14 @@ class Transcript:
     def sites(self, where: str) -> list[tuple[int, int]]:
         """(position, class) of every acceptor and donor, from the exon ends that border an intron."""
         exons = sorted(self.exons)
-        for (_, left_end), (right_start, _) in zip(exons, exons[1:]):
+        for (_, left_end), (right_start, _) in itertools.pairwise(exons):
             if right_start < left_end:
-                raise StagewiseError(f"{where}: transcript {self.id!r} has overlapping exons "
-                                     f"(ending at {left_end} and starting at {right_start + 1})")
+                raise StagewiseError(
+                    f"{where}: transcript {self.id!r} has overlapping exons "
+                    f"(ending at {left_end} and starting at {right_start + 1})"
+                )
         found = []
-        for (_, left_end), (right_start, _) in zip(exons, exons[1:]):
+        for (_, left_end), (right_start, _) in itertools.pairwise(exons):
             left, right = left_end - 1, right_start  # the last base of the left exon, the first of the right one
             if self.strand == "+":
                 found += [(left, 2), (right, 1)]
@@ -139,8 +159,9 @@ def read_annotation(path: str) -> dict[str, Transcript]:
                 try:
                     start, end = int(start), int(end)
                 except ValueError:
-                    raise StagewiseError(f"{where}: start and end (columns 4, 5) must be integers, "
-                                         f"not {columns[3]!r}, {columns[4]!r}") from None
+                    raise StagewiseError(
+                        f"{where}: start and end (columns 4, 5) must be integers, not {columns[3]!r}, {columns[4]!r}"
+                    ) from None
                 if start < 1 or end < start:
                     raise StagewiseError(f"{where}: start {start} and end {end} are not a 1-based range")
                 if strand not in ("+", "-", ".", "?"):
@@ -155,21 +176,28 @@ def read_annotation(path: str) -> dict[str, Transcript]:
     if not gtf:
         _gff3_parents(transcripts, features)
     if not transcripts:
-        raise StagewiseError(f"{path}: no exons found; the annotation needs exon lines "
-                             "(GFF3: Parent=<transcript>; GTF: transcript_id and gene_id)")
+        raise StagewiseError(
+            f"{path}: no exons found; the annotation needs exon lines "
+            "(GFF3: Parent=<transcript>; GTF: transcript_id and gene_id)"
+        )
     return transcripts
 
 
-def _add_exon(transcripts: dict, tid: str, gene: str, seqid: str, strand: str, start: int, end: int,
-              where: str, number: int) -> Transcript:
+def _add_exon(
+    transcripts: dict, tid: str, gene: str, seqid: str, strand: str, start: int, end: int, where: str, number: int
+) -> Transcript:
     transcript = transcripts.get(tid)
     if transcript is None:
         transcript = transcripts[tid] = Transcript(tid, gene, seqid, strand, number)
     elif (transcript.seqid, transcript.strand) != (seqid, strand):
-        raise StagewiseError(f"{where}: exon of transcript {tid!r} on {seqid} {strand}, but its other exons are on "
-                             f"{transcript.seqid} {transcript.strand}")
+        raise StagewiseError(
+            f"{where}: exon of transcript {tid!r} on {seqid} {strand}, but its other exons are on "
+            f"{transcript.seqid} {transcript.strand}"
+        )
     if strand not in ("+", "-"):
-        raise StagewiseError(f"{where}: exon of transcript {tid!r} has no strand ({strand!r}); splice sites need + or -")
+        raise StagewiseError(
+            f"{where}: exon of transcript {tid!r} has no strand ({strand!r}); splice sites need + or -"
+        )
     transcript.exons.append((start - 1, end))
     return transcript
 
@@ -180,8 +208,9 @@ def _gtf_line(kind, seqid, strand, start, end, attributes, transcripts, where, n
     missing = [k for k in ("transcript_id", "gene_id") if k not in attributes]
     if missing:
         raise StagewiseError(f"{where}: GTF exon without {' and '.join(missing)}")
-    transcript = _add_exon(transcripts, attributes["transcript_id"], attributes["gene_id"], seqid, strand, start, end,
-                           where, number)
+    transcript = _add_exon(
+        transcripts, attributes["transcript_id"], attributes["gene_id"], seqid, strand, start, end, where, number
+    )
     transcript.biotype = transcript.biotype or next((attributes[k] for k in _BIOTYPE_KEYS if k in attributes), None)
 
 
@@ -219,9 +248,12 @@ def select(transcripts: dict[str, Transcript], options: dict, where: str) -> dic
         if options["biotype"] == "protein_coding":
             if transcript.biotype is None:
                 raise StagewiseError(
-                    f"{where}:{transcript.line}: transcript {transcript.id!r} (gene {transcript.gene!r}) has no biotype "
-                    "(gene_biotype, gene_type or biotype attribute, or an mRNA feature); set data.*.genome.biotype: all "
-                    "to use every transcript")
+                    f"{where}:{transcript.line}: transcript {transcript.id!r} (gene {transcript.gene!r}) has no "
+                    f"biotype "
+                    "(gene_biotype, gene_type or biotype attribute, or an mRNA feature); set "
+                    "data.*.genome.biotype: all "
+                    "to use every transcript"
+                )
             if transcript.biotype != "protein_coding":
                 continue
         genes[transcript.gene].append(transcript)
@@ -241,16 +273,23 @@ class _Windows:
 
 
 def _windows(genes: dict[str, list[Transcript]], contigs: list[str], window: int) -> _Windows:
-    """SpliceAI's tiling: each gene's span from its 5' end, in steps of `window` (the last window runs past the gene)."""
+    """SpliceAI's tiling: each gene's span from its 5' end, in steps of `window` (the last window runs past the
+    gene)."""
     position = {c: i for i, c in enumerate(contigs)}
     parts = []
-    for index, (gene, chosen) in enumerate(genes.items()):
+    for index, (_gene, chosen) in enumerate(genes.items()):
         lo, hi = min(t.extent()[0] for t in chosen), max(t.extent()[1] for t in chosen)
         count = -(-(hi - lo) // window)
         offsets = np.arange(count, dtype=np.int64) * window
         starts = lo + offsets if chosen[0].strand == "+" else hi - window - offsets
-        parts.append((np.full(count, position[chosen[0].seqid]), np.full(count, 1 if chosen[0].strand == "+" else -1),
-                      starts, np.full(count, index)))
+        parts.append(
+            (
+                np.full(count, position[chosen[0].seqid]),
+                np.full(count, 1 if chosen[0].strand == "+" else -1),
+                starts,
+                np.full(count, index),
+            )
+        )
     if not parts:
         return _Windows(*(np.zeros(0, np.int64) for _ in range(4)))
     return _Windows(*(np.concatenate([p[k] for p in parts]) for k in range(4)))
@@ -264,8 +303,9 @@ def _open_fasta(path: str, scratch: Path):
     gzi = path + ".gzi" if Path(path + ".gzi").is_file() else str(stem) + ".gzi"
     Path(scratch).mkdir(parents=True, exist_ok=True)
     try:
-        return pyfaidx.Fasta(path, indexname=fai, gzi_indexname=gzi, as_raw=True, sequence_always_upper=True,
-                             read_ahead=1 << 16)
+        return pyfaidx.Fasta(
+            path, indexname=fai, gzi_indexname=gzi, as_raw=True, sequence_always_upper=True, read_ahead=1 << 16
+        )
     except (pyfaidx.FastaIndexingError, pyfaidx.UnsupportedCompressionFormat) as error:
         hint = " (a compressed FASTA must be bgzip-compressed: bgzip -d, then bgzip)" if "gz" in path.lower() else ""
         raise StagewiseError(f"{path}: cannot index the FASTA: {error}{hint}") from None
@@ -275,37 +315,48 @@ def _open_fasta(path: str, scratch: Path):
 
 @contextmanager
 def open_genome(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
-    """A FASTA in `data.*.train` with `data.*.genome.annotation`: windows, one-hot (N, window + context, 4), labels (N, window)."""
+    """A FASTA in `data.*.train` with `data.*.genome.annotation`: windows, one-hot (N, window + context, 4), labels
+    (N, window)."""
     from .readers import _no_table_keys
 
     options = settings(spec)
     _no_table_keys(spec, path)
     annotation = options["annotation"]
     if not is_fasta(path):
-        raise StagewiseError(f"{path}: data.*.genome needs a FASTA in data.*.train ({', '.join(FASTA)}, optionally .gz)")
+        raise StagewiseError(
+            f"{path}: data.*.genome needs a FASTA in data.*.train ({', '.join(FASTA)}, optionally .gz)"
+        )
     if not annotation:
-        raise StagewiseError(f"{path}: a genome needs its annotation: set data.*.genome.annotation to a GFF3 or GTF file")
+        raise StagewiseError(
+            f"{path}: a genome needs its annotation: set data.*.genome.annotation to a GFF3 or GTF file"
+        )
     if not Path(annotation).is_file():
         raise StagewiseError(f"{annotation}: annotation file not found (data.*.genome.annotation)")
     window, context = int(options["window"]), int(options["context"])
     if window < 1 or context < 0 or context % 2:
-        raise StagewiseError(f"data.*.genome: window must be >= 1 and context an even number >= 0 (got {window}, {context})")
+        raise StagewiseError(
+            f"data.*.genome: window must be >= 1 and context an even number >= 0 (got {window}, {context})"
+        )
     fasta = _open_fasta(path, scratch)
     try:
-        lengths = {name: len(fasta[name]) for name in fasta.keys()}
+        lengths = {name: len(fasta[name]) for name in fasta}
         contigs = list(lengths)
         if not contigs:
             raise StagewiseError(f"{path}: the FASTA holds no sequences")
         genes = select(read_annotation(annotation), options, annotation)
         absent = sorted({t.seqid for ts in genes.values() for t in ts} - set(lengths))
         if absent:
-            raise StagewiseError(f"{annotation}: contig(s) {absent[:5]} are not in the FASTA {path} "
-                                 f"(its contigs: {contigs[:10]}); use the annotation of this assembly")
+            raise StagewiseError(
+                f"{annotation}: contig(s) {absent[:5]} are not in the FASTA {path} "
+                f"(its contigs: {contigs[:10]}); use the annotation of this assembly"
+            )
         for gene, chosen in genes.items():
             end = max(t.extent()[1] for t in chosen)
             if end > lengths[chosen[0].seqid]:
-                raise StagewiseError(f"{annotation}:{chosen[0].line}: gene {gene!r} ends at {end}, past the end of "
-                                     f"{chosen[0].seqid} ({lengths[chosen[0].seqid]} bases in {path})")
+                raise StagewiseError(
+                    f"{annotation}:{chosen[0].line}: gene {gene!r} ends at {end}, past the end of "
+                    f"{chosen[0].seqid} ({lengths[chosen[0].seqid]} bases in {path})"
+                )
         split = _chromosome_split(options, contigs, genes, path)
         genes = {g: ts for g, ts in genes.items() if split[ts[0].seqid] >= 0}
         windows = _windows(genes, contigs, window)
@@ -324,7 +375,7 @@ def open_genome(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
                     first, last = max(lo - half, 0), min(lo + window + half, lengths[contig])
                     if last > first:
                         bases = np.frombuffer(fasta[contig][first:last].encode("ascii", "replace"), np.uint8)
-                        X[row, first - (lo - half):last - (lo - half)] = _ONE_HOT[_CODES[bases]]
+                        X[row, first - (lo - half) : last - (lo - half)] = _ONE_HOT[_CODES[bases]]
                     positions, classes = sites[contig, strand]
                     a, b = np.searchsorted(positions, [lo, lo + window])
                     y[row, positions[a:b] - lo] = classes[a:b]
@@ -333,15 +384,36 @@ def open_genome(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
                         y[row] = y[row, ::-1]
                 yield Block(start, X, y)
 
-        ids = np.array([f"{names[g]}:{contigs[c]}:{s + 1}-{s + window}:{'+' if d > 0 else '-'}"
-                        for g, c, s, d in zip(windows.gene, windows.contig, windows.start, windows.strand)])
+        ids = np.array(
+            [
+                f"{names[g]}:{contigs[c]}:{s + 1}-{s + window}:{'+' if d > 0 else '-'}"
+                for g, c, s, d in zip(windows.gene, windows.contig, windows.start, windows.strand)
+            ]
+        )
         counts = {SITES[k]: int(sum(int((v[1] == k).sum()) for v in sites.values())) for k in (1, 2)}
-        source = Source(path, [f"f{i}" for i in range((window + context) * 4)], (window + context, 4), len(ids), blocks,
-                        None, label_names=list(SITES), label_shape=(window,), sample_ids=ids, split=assignment)
+        source = Source(
+            path,
+            [f"f{i}" for i in range((window + context) * 4)],
+            (window + context, 4),
+            len(ids),
+            blocks,
+            None,
+            label_names=list(SITES),
+            label_shape=(window,),
+            sample_ids=ids,
+            split=assignment,
+        )
         source.sha256 = sha256_json({"fasta": sha256_file(path), "annotation": sha256_file(annotation)})
-        source.info = {"genome": {**options, "n_genes": len(genes), "n_transcripts": sum(map(len, genes.values())),
-                                  "sites": counts, "contigs": len(contigs),
-                                  "windows": {"train_pool": int((assignment == 0).sum()), "test": int((assignment == 2).sum())}}}
+        source.info = {
+            "genome": {
+                **options,
+                "n_genes": len(genes),
+                "n_transcripts": sum(map(len, genes.values())),
+                "sites": counts,
+                "contigs": len(contigs),
+                "windows": {"train_pool": int((assignment == 0).sum()), "test": int((assignment == 2).sum())},
+            }
+        }
         yield source
     finally:
         fasta.close()
@@ -369,7 +441,9 @@ def _chromosome_split(options: dict, contigs: list[str], genes: dict, path: str)
     for key, names in (("test_chromosomes", test), ("train_chromosomes", train or [])):
         unknown = [c for c in names if c not in contigs]
         if unknown:
-            raise StagewiseError(f"data.*.genome.{key}: {unknown[:5]} not in the FASTA {path} (its contigs: {contigs[:10]})")
+            raise StagewiseError(
+                f"data.*.genome.{key}: {unknown[:5]} not in the FASTA {path} (its contigs: {contigs[:10]})"
+            )
     both = sorted(set(test) & set(train or []))
     if both:
         raise StagewiseError(f"data.*.genome: chromosomes {both} are both train_chromosomes and test_chromosomes")
@@ -380,6 +454,7 @@ def _chromosome_split(options: dict, contigs: list[str], genes: dict, path: str)
         if (value == 0 or test) and not set(chosen) & with_genes:
             raise StagewiseError(
                 f"data.*.genome: no selected genes on the {key} chromosomes "
-                f"{chosen[:10] if names is None else names}; genes are on {sorted(with_genes)[:10]}: name other chromosomes")
+                f"{chosen[:10] if names is None else names}; genes are on {sorted(with_genes)[:10]}: name other "
+                f"chromosomes"
+            )
     return split
-

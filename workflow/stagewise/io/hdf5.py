@@ -57,7 +57,7 @@ class Writer:
         self.expected = expected  # rows to come, if known: small splits get small chunks
         self._stack = ExitStack()
 
-    def __enter__(self) -> "Writer":
+    def __enter__(self) -> Writer:
         tmp = self._stack.enter_context(atomic_path(self.path))
         self.h5 = h5 = self._stack.enter_context(h5py.File(tmp, "w"))
         layout, rows = self.layout, min(chunk_rows(self.layout.feature_shape), max(1, self.expected or 1 << 30))
@@ -70,8 +70,13 @@ class Writer:
         else:
             shape = layout.feature_shape
             h5.create_dataset("X", (0, *shape), np.float32, maxshape=(None, *shape), chunks=(rows, *shape))
-        h5.create_dataset("y", (0, *layout.label_shape), layout.label_dtype, maxshape=(None, *layout.label_shape),
-                          chunks=(rows, *layout.label_shape))
+        h5.create_dataset(
+            "y",
+            (0, *layout.label_shape),
+            layout.label_dtype,
+            maxshape=(None, *layout.label_shape),
+            chunks=(rows, *layout.label_shape),
+        )
         h5.create_dataset("sample_ids", (0,), _STR, maxshape=(None,), chunks=(rows,))
         for name, names in layout.categories.items():
             codes = h5.create_dataset(f"covariates/{name}", (0,), np.int64, maxshape=(None,), chunks=(rows,))
@@ -81,8 +86,13 @@ class Writer:
         h5.attrs.update(stagewise_format=FORMAT, **self.attrs)
         return self
 
-    def append(self, X: np.ndarray | sp.csr_matrix, y: np.ndarray, sample_ids: list[str],
-               covariates: dict[str, np.ndarray] | None = None) -> None:
+    def append(
+        self,
+        X: np.ndarray | sp.csr_matrix,
+        y: np.ndarray,
+        sample_ids: list[str],
+        covariates: dict[str, np.ndarray] | None = None,
+    ) -> None:
         """Append rows: features (dense, or CSR for a sparse layout), label codes, ids, covariate codes."""
         h5, start, stop = self.h5, self.n, self.n + len(y)
         if self.layout.sparse:
@@ -90,15 +100,19 @@ class Writer:
             group, nnz = h5["X"], self._nnz + X.nnz
             for key, values in (("data", X.data), ("indices", X.indices)):
                 group[key].resize((nnz,))
-                group[key][self._nnz:nnz] = values
+                group[key][self._nnz : nnz] = values
             group["indptr"].resize((stop + 1,))
-            group["indptr"][start + 1:stop + 1] = X.indptr[1:] + self._nnz
+            group["indptr"][start + 1 : stop + 1] = X.indptr[1:] + self._nnz
             group.attrs["shape"] = (stop, self.layout.feature_shape[0])
             self._nnz = nnz
         else:
             h5["X"].resize((stop, *self.layout.feature_shape))
             h5["X"][start:stop] = X
-        for key, values in (("y", y), ("sample_ids", sample_ids), *((f"covariates/{k}", v) for k, v in (covariates or {}).items())):
+        for key, values in (
+            ("y", y),
+            ("sample_ids", sample_ids),
+            *((f"covariates/{k}", v) for k, v in (covariates or {}).items()),
+        ):
             h5[key].resize((stop, *h5[key].shape[1:]))
             h5[key][start:stop] = values
         self.n = stop
@@ -109,8 +123,14 @@ class Writer:
 
 def write(path: str | Path, split: Split, name: str, source_sha256: str) -> None:
     """Write one in-memory split atomically."""
-    layout = Layout(split.feature_names, split.label_names, split.X.shape[1:], split.y.shape[1:],
-                    categories=split.categories, label_dtype=str(split.y.dtype))
+    layout = Layout(
+        split.feature_names,
+        split.label_names,
+        split.X.shape[1:],
+        split.y.shape[1:],
+        categories=split.categories,
+        label_dtype=str(split.y.dtype),
+    )
     with Writer(path, layout, {"split": name, "source_sha256": source_sha256}, len(split.y)) as out:
         out.append(split.X, split.y, split.sample_ids, split.covariates)
 
@@ -137,8 +157,15 @@ def layout(h5: h5py.File) -> Layout:
     sparse = isinstance(X, h5py.Group)
     shape = (int(X.attrs["shape"][1]),) if sparse else X.shape[1:]
     categories = {k: _strings(v.attrs["categories"]) for k, v in h5.get("covariates", {}).items()}
-    return Layout(_strings(h5["feature_names"][()]), _strings(h5["label_names"][()]), tuple(shape),
-                  h5["y"].shape[1:], sparse, categories, str(h5["y"].dtype))
+    return Layout(
+        _strings(h5["feature_names"][()]),
+        _strings(h5["label_names"][()]),
+        tuple(shape),
+        h5["y"].shape[1:],
+        sparse,
+        categories,
+        str(h5["y"].dtype),
+    )
 
 
 def n_samples(h5: h5py.File) -> int:
@@ -155,9 +182,11 @@ def read_rows(h5: h5py.File, start: int, stop: int) -> tuple[np.ndarray, np.ndar
     """Rows `start:stop` as dense float32 features, label codes and covariate codes."""
     X = h5["X"]
     if isinstance(X, h5py.Group):
-        indptr = X["indptr"][start:stop + 1]
+        indptr = X["indptr"][start : stop + 1]
         lo, hi = int(indptr[0]), int(indptr[-1])
-        block = sp.csr_matrix((X["data"][lo:hi], X["indices"][lo:hi], indptr - lo), shape=(stop - start, int(X.attrs["shape"][1])))
+        block = sp.csr_matrix(
+            (X["data"][lo:hi], X["indices"][lo:hi], indptr - lo), shape=(stop - start, int(X.attrs["shape"][1]))
+        )
         features = block.toarray()
     else:
         features = X[start:stop]
@@ -170,4 +199,6 @@ def read(path: str | Path) -> Split:
     with open_split(path) as h5:
         info, n = layout(h5), n_samples(h5)
         X, y, covariates = read_rows(h5, 0, n)
-        return Split(X, y, info.feature_names, info.label_names, _strings(h5["sample_ids"][()]), covariates, info.categories)
+        return Split(
+            X, y, info.feature_names, info.label_names, _strings(h5["sample_ids"][()]), covariates, info.categories
+        )

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -22,8 +22,15 @@ from ..errors import StagewiseError
 from .readers import Block, Source, as_labels, block_rows
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-DEFAULTS = {"column": "path", "resize": None, "crop": None, "channels": "auto", "scale": "auto",
-            "normalize": "none", "resample": "bilinear"}
+DEFAULTS = {
+    "column": "path",
+    "resize": None,
+    "crop": None,
+    "channels": "auto",
+    "scale": "auto",
+    "normalize": "none",
+    "resample": "bilinear",
+}
 _WIDE = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # more than 8 bits per pixel: converted to float
 _GREY = _WIDE | {"1", "L", "LA", "La"}
 
@@ -60,7 +67,8 @@ class _Pipeline:
     auto_channels: bool = False
 
     def resized(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) after resize: [H, W] exactly, or the shorter side to an integer (torchvision's Resize(int))."""
+        """(width, height) after resize: [H, W] exactly, or the shorter side to an integer (torchvision's
+        Resize(int))."""
         if isinstance(self.resize, int):
             short = min(width, height)
             return round(width * self.resize / short), round(height * self.resize / short)
@@ -85,8 +93,10 @@ class _Pipeline:
     def _convert(self, image, path: Path) -> np.ndarray:
         grey = image.mode in _GREY
         if self.auto_channels and self.channels == 1 and not grey:
-            raise StagewiseError(f"{path}: a colour image ({image.mode}) among grey ones; "
-                                 "set data.*.images.channels to rgb (or grey) to convert them all")
+            raise StagewiseError(
+                f"{path}: a colour image ({image.mode}) among grey ones; "
+                "set data.*.images.channels to rgb (or grey) to convert them all"
+            )
         scale = self.scale or _mode_scale(image.mode)
         if grey or self.channels == 1:  # one channel, at the file's precision (8 bits, 16 bits or float)
             image = image.convert("F" if image.mode in _WIDE else "L")
@@ -98,8 +108,10 @@ class _Pipeline:
         if self.crop is not None:
             height, width = self.crop
             if width > image.size[0] or height > image.size[1]:
-                raise StagewiseError(f"{path}: {image.size[0]}x{image.size[1]} (width x height, after resize) is "
-                                     f"smaller than data.*.images.crop {list(self.crop)}")
+                raise StagewiseError(
+                    f"{path}: {image.size[0]}x{image.size[1]} (width x height, after resize) is "
+                    f"smaller than data.*.images.crop {list(self.crop)}"
+                )
             left, top = (image.size[0] - width) // 2, (image.size[1] - height) // 2
             image = image.crop((left, top, left + width, top + height))
         pixels = np.asarray(image, dtype=np.float32)
@@ -123,8 +135,12 @@ def _pipeline(first_mode: str, options: dict) -> _Pipeline:
     """The decoding pipeline of `data.*.images`; `channels: auto` takes the first image's (its mode)."""
     from PIL import Image
 
-    resamplers = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
-                  "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
+    resamplers = {
+        "nearest": Image.Resampling.NEAREST,
+        "bilinear": Image.Resampling.BILINEAR,
+        "bicubic": Image.Resampling.BICUBIC,
+        "lanczos": Image.Resampling.LANCZOS,
+    }
     crop = _pair(options["crop"], "crop")
     channels, auto = {"grey": 1, "rgb": 3}.get(options["channels"]), options["channels"] == "auto"
     if auto:
@@ -135,13 +151,22 @@ def _pipeline(first_mode: str, options: dict) -> _Pipeline:
     if isinstance(normalize, dict):
         mean, std = (np.asarray(normalize[k], np.float32) for k in ("mean", "std"))
         if len(mean) != channels or len(std) != channels:
-            raise StagewiseError(f"data.*.images.normalize: mean and std need {channels} values (one per channel), "
-                                 f"got {len(mean)} and {len(std)}")
+            raise StagewiseError(
+                f"data.*.images.normalize: mean and std need {channels} values (one per channel), "
+                f"got {len(mean)} and {len(std)}"
+            )
         if (std <= 0).any():
             raise StagewiseError("data.*.images.normalize.std must be positive")
-    return _Pipeline(channels, _pair(options["resize"], "resize"), None if crop is None else
-                     (crop, crop) if isinstance(crop, int) else crop, scale, resamplers[options["resample"]],
-                     mean, std, auto)
+    return _Pipeline(
+        channels,
+        _pair(options["resize"], "resize"),
+        None if crop is None else (crop, crop) if isinstance(crop, int) else crop,
+        scale,
+        resamplers[options["resample"]],
+        mean,
+        std,
+        auto,
+    )
 
 
 def _header(path: Path) -> tuple[str, tuple[int, int]]:
@@ -159,15 +184,23 @@ def _list_folder(root: Path) -> tuple[list[Path], list[str]]:
     """Image files under each class folder of `root` (sorted classes, then sorted paths) and their labels."""
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        raise StagewiseError(f"{root}: no class folders; an image folder holds one sub-folder per class "
-                             "(e.g. cats/1.png, dogs/7.jpg), or give a table of image paths and labels")
+        raise StagewiseError(
+            f"{root}: no class folders; an image folder holds one sub-folder per class "
+            "(e.g. cats/1.png, dogs/7.jpg), or give a table of image paths and labels"
+        )
     files, labels = [], []
     for folder in classes:
-        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file()
-                       and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+        found = sorted(
+            p
+            for p in folder.rglob("*")
+            if p.suffix.lower() in EXTENSIONS
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        )
         if not found:
-            raise StagewiseError(f"{folder}: class folder with no images ({', '.join(EXTENSIONS)}); "
-                                 "add images or remove the folder")
+            raise StagewiseError(
+                f"{folder}: class folder with no images ({', '.join(EXTENSIONS)}); add images or remove the folder"
+            )
         files += found
         labels += [folder.name] * len(found)
     return files, labels
@@ -182,7 +215,11 @@ def _read_table(path: str, spec: dict, column: str) -> tuple[list[Path], np.ndar
         table = pd.read_csv(path, sep="\t" if path.lower().endswith(".tsv") else ",", dtype=str, keep_default_na=False)
     except (ValueError, OSError, pd.errors.ParserError) as error:
         raise StagewiseError(f"{path}: cannot read as a table: {error}") from None
-    for key, what in [(column, "data.*.images.column"), (label, "data.*.label"), *((c, "data.*.covariates") for c in covariates)]:
+    for key, what in [
+        (column, "data.*.images.column"),
+        (label, "data.*.label"),
+        *((c, "data.*.covariates") for c in covariates),
+    ]:
         if key not in table.columns:
             raise StagewiseError(f"{path}: no column {key!r} ({what}); columns are {list(table.columns)[:20]}")
     base = Path(path).parent
@@ -191,8 +228,10 @@ def _read_table(path: str, spec: dict, column: str) -> tuple[list[Path], np.ndar
         if not name:
             raise StagewiseError(f"{path}: row {row + 2} has an empty {column!r}")
         if not file.is_file():
-            raise StagewiseError(f"{path}: row {row + 2}: image {name!r} not found (looked for {file}; "
-                                 "paths are relative to the table's folder)")
+            raise StagewiseError(
+                f"{path}: row {row + 2}: image {name!r} not found (looked for {file}; "
+                "paths are relative to the table's folder)"
+            )
     return files, as_labels(table[label].to_numpy()), {c: as_labels(table[c].to_numpy()) for c in covariates}
 
 
@@ -238,21 +277,40 @@ def open_images(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
         if pixels.shape != shape:
             raise StagewiseError(
                 f"{file}: image is {pixels.shape[2]}x{pixels.shape[1]} (width x height) but {files[0]} is "
-                f"{width}x{height}" + ("" if options["resize"] or options["crop"] else
-                                       "; images of mixed sizes need data.*.images.resize (and/or crop)") +
-                ("" if pixels.shape[0] == shape[0] else f"; it has {pixels.shape[0]} channels, not {shape[0]}"))
+                f"{width}x{height}"
+                + (
+                    ""
+                    if options["resize"] or options["crop"]
+                    else "; images of mixed sizes need data.*.images.resize (and/or crop)"
+                )
+                + ("" if pixels.shape[0] == shape[0] else f"; it has {pixels.shape[0]} channels, not {shape[0]}")
+            )
         return pixels
 
     def blocks() -> Iterator[Block]:
         with ThreadPoolExecutor(workers) as pool:  # Pillow releases the GIL while decoding
             for start in range(0, len(files), step):
-                yield Block(start, np.stack(list(pool.map(decode, files[start:start + step]))))
+                yield Block(start, np.stack(list(pool.map(decode, files[start : start + step]))))
 
-    source = Source(path, names, shape, len(files), blocks, labels, covariates=covariates,
-                    sample_ids=np.array([os.path.relpath(f, root) for f in files]))
+    source = Source(
+        path,
+        names,
+        shape,
+        len(files),
+        blocks,
+        labels,
+        covariates=covariates,
+        sample_ids=np.array([os.path.relpath(f, root) for f in files]),
+    )
     source.sha256 = _digest(files, root, tables)
-    source.info = {"images": {**options, "channels": ["grey", "rgb"][shape[0] == 3], "shape": list(shape),
-                              "first_image_mode": mode}}
+    source.info = {
+        "images": {
+            **options,
+            "channels": ["grey", "rgb"][shape[0] == 3],
+            "shape": list(shape),
+            "first_image_mode": mode,
+        }
+    }
     if options["normalize"] == "auto":
         source.finish = standardize
     yield source
@@ -265,7 +323,7 @@ def standardize(writers: dict) -> dict:
     total, squares, count = np.zeros(channels), np.zeros(channels), 0
     step = block_rows(train.shape[1:])
     for start in range(0, train.shape[0], step):
-        part = train[start:start + step].astype(np.float64)
+        part = train[start : start + step].astype(np.float64)
         total += part.sum(axis=(0, 2, 3))
         squares += np.square(part).sum(axis=(0, 2, 3))
         count += part.shape[0] * part.shape[2] * part.shape[3]
@@ -278,5 +336,5 @@ def standardize(writers: dict) -> dict:
     for writer in writers.values():
         X = writer.h5["X"]
         for start in range(0, X.shape[0], step):
-            X[start:start + step] = (X[start:start + step] - m) / s
+            X[start : start + step] = (X[start : start + step] - m) / s
     return {"mean": mean.round(6).tolist(), "std": std.round(6).tolist()}

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import h5py
 import numpy as np
@@ -66,12 +66,13 @@ def array_blocks(X, y: np.ndarray | None = None, columns: np.ndarray | None = No
 
     def blocks() -> Iterator[Block]:
         for start in range(0, X.shape[0], step):
-            part = X[start:start + step]
+            part = X[start : start + step]
             if sp.issparse(part):
                 part = sp.csr_matrix(part)
             if columns is not None:
                 part = part[:, columns]
-            yield Block(start, part, None if y is None else np.asarray(y[start:start + step]))
+            yield Block(start, part, None if y is None else np.asarray(y[start : start + step]))
+
     return blocks
 
 
@@ -103,7 +104,7 @@ def open_source(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
         return
     from . import genome, images, tables
 
-    if Path(path).is_dir() or Path(path).is_file() and images.is_image_table(path, spec):
+    if Path(path).is_dir() or (Path(path).is_file() and images.is_image_table(path, spec)):
         with images.open_images(path, spec, scratch) as source:
             yield source
         return
@@ -114,14 +115,24 @@ def open_source(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
             yield source
         return
     if spec.get("images") is not None:
-        raise StagewiseError(f"{path}: data.*.images applies to a folder of image class folders or a .csv/.tsv of "
-                             "image paths; remove it")
+        raise StagewiseError(
+            f"{path}: data.*.images applies to a folder of image class folders or a .csv/.tsv of image paths; remove it"
+        )
     suffix = Path(path).suffix.lower()
-    openers = {".csv": tables.open_csv, ".tsv": tables.open_csv, ".parquet": tables.open_parquet,
-               ".npz": _npz, ".h5": _h5, ".hdf5": _h5, ".h5ad": _h5ad}
+    openers = {
+        ".csv": tables.open_csv,
+        ".tsv": tables.open_csv,
+        ".parquet": tables.open_parquet,
+        ".npz": _npz,
+        ".h5": _h5,
+        ".hdf5": _h5,
+        ".h5ad": _h5ad,
+    }
     if suffix not in openers:
-        raise StagewiseError(f"{path}: unsupported file type {suffix!r}; use one of {sorted(openers)}, a FASTA genome "
-                              f"({', '.join(genome.FASTA)}, optionally .gz), a folder of image class folders or sklearn:digits")
+        raise StagewiseError(
+            f"{path}: unsupported file type {suffix!r}; use one of {sorted(openers)}, a FASTA genome "
+            f"({', '.join(genome.FASTA)}, optionally .gz), a folder of image class folders or sklearn:digits"
+        )
     if Path(path).stat().st_size == 0:
         raise StagewiseError(f"{path}: the file is empty")
     with openers[suffix](path, spec, scratch) as source:
@@ -139,8 +150,15 @@ def _sklearn(path: str, spec: dict) -> Source:
     bunch = datasets.load_digits()
     X = bunch.data.astype(np.float32) / 16.0
     names = [f"pixel_{i // 8}_{i % 8}" for i in range(X.shape[1])]
-    return Source(path, names, X.shape[1:], len(X), array_blocks(X), as_labels(bunch.target),
-                  sample_ids=np.array([f"digits_{i}" for i in range(len(X))]))
+    return Source(
+        path,
+        names,
+        X.shape[1:],
+        len(X),
+        array_blocks(X),
+        as_labels(bunch.target),
+        sample_ids=np.array([f"digits_{i}" for i in range(len(X))]),
+    )
 
 
 def _arrays(path: str, spec: dict, arrays, keys: list[str]) -> Source:
@@ -156,10 +174,15 @@ def _arrays(path: str, spec: dict, arrays, keys: list[str]) -> Source:
             raise StagewiseError(f"{path}: {key!r} is a group, not an array; name the dataset in {what}")
     check_numeric(X.dtype, path, f"array {x_key!r}")
     if len(X.shape) < 2 or y.shape[0] != X.shape[0]:
-        raise StagewiseError(f"{path}: {x_key!r} has shape {X.shape} and {label!r} has shape {y.shape}; "
-                             "both need the samples along the first axis")
-    names = [_text(n) for n in arrays["feature_names"][()]] if "feature_names" in keys else [
-        f"f{i}" for i in range(int(np.prod(X.shape[1:])))]
+        raise StagewiseError(
+            f"{path}: {x_key!r} has shape {X.shape} and {label!r} has shape {y.shape}; "
+            "both need the samples along the first axis"
+        )
+    names = (
+        [_text(n) for n in arrays["feature_names"][()]]
+        if "feature_names" in keys
+        else [f"f{i}" for i in range(int(np.prod(X.shape[1:])))]
+    )
     ids = np.array([_text(s) for s in arrays["sample_ids"][()]]) if "sample_ids" in keys else None
     if len(names) not in (X.shape[1], int(np.prod(X.shape[1:]))):
         raise StagewiseError(f"{path}: 'feature_names' has {len(names)} names but {x_key!r} has shape {X.shape}")
@@ -169,9 +192,18 @@ def _arrays(path: str, spec: dict, arrays, keys: list[str]) -> Source:
         return Source(path, names, X.shape[1:], X.shape[0], array_blocks(X), as_labels(y[()]), sample_ids=ids)
     check_numeric(y.dtype, path, f"per-position labels {label!r}")
     given = [_text(n) for n in arrays["label_names"][()]] if "label_names" in keys else None
-    top = max(int(np.max(y[s:s + 4096])) for s in range(0, y.shape[0], 4096))
-    return Source(path, names, X.shape[1:], X.shape[0], array_blocks(X, y), None,
-                  label_names=given or [str(i) for i in range(top + 1)], label_shape=y.shape[1:], sample_ids=ids)
+    top = max(int(np.max(y[s : s + 4096])) for s in range(0, y.shape[0], 4096))
+    return Source(
+        path,
+        names,
+        X.shape[1:],
+        X.shape[0],
+        array_blocks(X, y),
+        None,
+        label_names=given or [str(i) for i in range(top + 1)],
+        label_shape=y.shape[1:],
+        sample_ids=ids,
+    )
 
 
 def _text(value) -> str:
@@ -207,12 +239,14 @@ def _h5ad(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
 
     with _open_h5(path) as h5:
         _no_table_keys(spec, path, allowed=("features", "covariates", "layer"))
-        if "obs" not in h5 or "X" not in h5 and not spec.get("layer"):
+        if "obs" not in h5 or ("X" not in h5 and not spec.get("layer")):
             raise StagewiseError(f"{path}: not an AnnData file (no obs / X); write it with anndata's write_h5ad")
         obs, var_names = read_elem(h5["obs"]), [str(v) for v in read_elem(h5["var"]).index]
         layer = spec.get("layer")
         if layer and layer not in h5.get("layers", {}):
-            raise StagewiseError(f"{path}: no layer {layer!r} (data.*.layer); layers are {sorted(h5.get('layers', {}))}")
+            raise StagewiseError(
+                f"{path}: no layer {layer!r} (data.*.layer); layers are {sorted(h5.get('layers', {}))}"
+            )
         element = h5["layers"][layer] if layer else h5["X"]
         X = sparse_dataset(element) if isinstance(element, h5py.Group) else element
         where = f"layer {layer!r}" if layer else "X"
@@ -220,7 +254,9 @@ def _h5ad(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
         label, columns = spec.get("label") or "label", list(obs.columns)
         for key in [label, *spec.get("covariates", [])]:
             if key not in columns:
-                raise StagewiseError(f"{path}: obs has no column {key!r} (data.*.label / covariates); obs columns are {columns[:20]}")
+                raise StagewiseError(
+                    f"{path}: obs has no column {key!r} (data.*.label / covariates); obs columns are {columns[:20]}"
+                )
         names, selected = var_names, None
         if spec.get("features"):
             position = {n: i for i, n in enumerate(var_names)}
@@ -228,6 +264,14 @@ def _h5ad(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
             if missing:
                 raise StagewiseError(f"{path}: features {missing[:5]} (data.*.features) are not in var_names")
             names, selected = list(spec["features"]), np.array([position[f] for f in spec["features"]])
-        yield Source(path, names, (len(names),), X.shape[0], array_blocks(X, columns=selected), as_labels(obs[label]),
-                     covariates={c: as_labels(obs[c]) for c in spec.get("covariates", [])},
-                     sample_ids=np.asarray(obs.index, dtype=str), sparse=isinstance(element, h5py.Group))
+        yield Source(
+            path,
+            names,
+            (len(names),),
+            X.shape[0],
+            array_blocks(X, columns=selected),
+            as_labels(obs[label]),
+            covariates={c: as_labels(obs[c]) for c in spec.get("covariates", [])},
+            sample_ids=np.asarray(obs.index, dtype=str),
+            sparse=isinstance(element, h5py.Group),
+        )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import h5py
 import numpy as np
@@ -30,7 +30,9 @@ def _columns(path: str, header: list[str], spec: dict) -> tuple[str, list[str], 
         raise StagewiseError(f"{path}: label column {label!r} (data.*.label) not found; columns are {header[:20]}")
     missing = [c for c in covariates + list(spec.get("features") or []) if c not in header]
     if missing:
-        raise StagewiseError(f"{path}: columns {missing[:5]} (data.*.features / covariates) not found; columns are {header[:20]}")
+        raise StagewiseError(
+            f"{path}: columns {missing[:5]} (data.*.features / covariates) not found; columns are {header[:20]}"
+        )
     features = list(spec.get("features") or [c for c in header if c != label and c not in covariates])
     if not features:
         raise StagewiseError(f"{path}: no feature columns besides the label {label!r}")
@@ -61,18 +63,27 @@ def open_csv(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
     try:
         with h5py.File(staging, "w") as h5:
             rows = chunk_rows((len(features),))
-            X = h5.create_dataset("X", (0, len(features)), np.float32, maxshape=(None, len(features)), chunks=(rows, len(features)))
+            X = h5.create_dataset(
+                "X", (0, len(features)), np.float32, maxshape=(None, len(features)), chunks=(rows, len(features))
+            )
             try:
                 for batch in pacsv.open_csv(path, read_options=options, parse_options=parse, convert_options=convert):
                     X.resize((X.shape[0] + batch.num_rows, len(features)))
-                    X[-batch.num_rows:] = _matrix(batch, features)
+                    X[-batch.num_rows :] = _matrix(batch, features)
                     for c, values in text.items():
                         values.extend(batch.column(c).to_pylist())
             except pa.ArrowInvalid as error:
                 raise StagewiseError(_conversion_error(path, header, str(error))) from None
         with h5py.File(staging, "r") as h5:
-            yield Source(path, features, (len(features),), h5["X"].shape[0], array_blocks(h5["X"]), as_labels(text[label]),
-                         covariates={c: as_labels(text[c]) for c in covariates})
+            yield Source(
+                path,
+                features,
+                (len(features),),
+                h5["X"].shape[0],
+                array_blocks(h5["X"]),
+                as_labels(text[label]),
+                covariates={c: as_labels(text[c]) for c in covariates},
+            )
     finally:
         staging.unlink(missing_ok=True)
 
@@ -80,8 +91,10 @@ def open_csv(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
 def _conversion_error(path: str, header: list[str], message: str) -> str:
     found = re.search(r"column #(\d+)", message)
     column = header[int(found.group(1))] if found and int(found.group(1)) < len(header) else "?"
-    return (f"{path}: column {column!r} is not numeric ({message.splitlines()[0]}); "
-            "features must be numbers: fix the value, or list the feature columns in data.*.features")
+    return (
+        f"{path}: column {column!r} is not numeric ({message.splitlines()[0]}); "
+        "features must be numbers: fix the value, or list the feature columns in data.*.features"
+    )
 
 
 @contextmanager
@@ -96,8 +109,10 @@ def open_parquet(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
     for f in features:
         kind = schema.field(f).type
         if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
-            raise StagewiseError(f"{path}: column {f!r} holds {kind} values, not numbers; features must be numeric: "
-                                 "convert it, or list the feature columns in data.*.features")
+            raise StagewiseError(
+                f"{path}: column {f!r} holds {kind} values, not numbers; features must be numeric: "
+                "convert it, or list the feature columns in data.*.features"
+            )
     meta = file.read(columns=[label, *covariates])
     step = block_rows((len(features),))
 
@@ -107,6 +122,12 @@ def open_parquet(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
             yield Block(start, _matrix(batch, features))
             start += batch.num_rows
 
-    yield Source(path, features, (len(features),), file.metadata.num_rows, blocks,
-                 as_labels(meta.column(label).to_numpy(zero_copy_only=False)),
-                 covariates={c: as_labels(meta.column(c).to_numpy(zero_copy_only=False)) for c in covariates})
+    yield Source(
+        path,
+        features,
+        (len(features),),
+        file.metadata.num_rows,
+        blocks,
+        as_labels(meta.column(label).to_numpy(zero_copy_only=False)),
+        covariates={c: as_labels(meta.column(c).to_numpy(zero_copy_only=False)) for c in covariates},
+    )

@@ -14,7 +14,7 @@ import importlib
 import inspect
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -34,14 +34,19 @@ CONVERSIONS: dict[str, Callable] = {"tuple": tuple, "list": list, "array": np.as
 
 
 def resolve(architecture: str) -> Callable[..., nn.Module]:
-    """The class or factory an architecture name stands for; plug-ins are imported from the path or the working directory."""
+    """The class or factory an architecture name stands for; plug-ins are imported from the path or the working
+    directory."""
     if architecture in REGISTRY:
         return REGISTRY[architecture]
     if ":" not in architecture:
-        raise StagewiseError(f"model.architecture: unknown {architecture!r}; built-in: {sorted(REGISTRY)} or 'package.module:name'")
+        raise StagewiseError(
+            f"model.architecture: unknown {architecture!r}; built-in: {sorted(REGISTRY)} or 'package.module:name'"
+        )
     target = _import(architecture, "model.architecture")
     if not callable(target):
-        raise StagewiseError(f"model.architecture: {architecture!r} is a {type(target).__name__}, not a class or a function")
+        raise StagewiseError(
+            f"model.architecture: {architecture!r} is a {type(target).__name__}, not a class or a function"
+        )
     if inspect.isclass(target) and not issubclass(target, nn.Module):
         raise StagewiseError(f"model.architecture: {architecture!r} is not a torch.nn.Module subclass")
     return target
@@ -54,8 +59,10 @@ def _import(spec: str, key: str) -> object:
     try:
         return getattr(importlib.import_module(module_name), name)
     except Exception as error:  # user code: ImportError, but also NameError, SyntaxError, ... at import
-        raise StagewiseError(f"{key}: cannot import {spec!r} ({type(error).__name__}: {error}); the module must be "
-                             "installed or in the folder the workflow runs in") from None
+        raise StagewiseError(
+            f"{key}: cannot import {spec!r} ({type(error).__name__}: {error}); the module must be "
+            "installed or in the folder the workflow runs in"
+        ) from None
 
 
 def _signature(target: Callable) -> inspect.Signature | None:
@@ -85,29 +92,38 @@ def size_map(architecture: str, from_data: dict | None, covariates: bool) -> dic
     return {arg: size for arg, size in DEFAULT_SIZES.items() if arg in named and (size != "n_covariates" or covariates)}
 
 
-def data_sizes(feature_shape: tuple[int, ...], n_features: int, n_outputs: int, n_covariates: int,
-               n_labels: int | None = None) -> dict[str, int]:
+def data_sizes(
+    feature_shape: tuple[int, ...], n_features: int, n_outputs: int, n_covariates: int, n_labels: int | None = None
+) -> dict[str, int]:
     """The sizes `model.from_data` can pass: features (N, F), sequences (N, L, C) or images (N, C, H, W); `n_labels`
     defaults to the outputs (one per label), and differs for `counts` (outputs: genes)."""
     rank = len(feature_shape)
-    return {"n_features": n_features, "n_outputs": n_outputs, "n_labels": n_outputs if n_labels is None else n_labels,
-            "n_covariates": n_covariates,
-            "sequence_length": feature_shape[0] if rank == 2 else 0,
-            "n_channels": feature_shape[-1] if rank == 2 else feature_shape[0] if rank == 3 else 1}
+    return {
+        "n_features": n_features,
+        "n_outputs": n_outputs,
+        "n_labels": n_outputs if n_labels is None else n_labels,
+        "n_covariates": n_covariates,
+        "sequence_length": feature_shape[0] if rank == 2 else 0,
+        "n_channels": feature_shape[-1] if rank == 2 else feature_shape[0] if rank == 3 else 1,
+    }
 
 
 def _convert(params: dict, convert: dict) -> dict:
     out = dict(params)
     for key, how in convert.items():
         if key not in out:
-            raise StagewiseError(f"model.convert.{key}: no such argument in model.params or model.from_data (arguments: {sorted(out)})")
+            raise StagewiseError(
+                f"model.convert.{key}: no such argument in model.params or model.from_data (arguments: {sorted(out)})"
+            )
         if how in CONVERSIONS:
             out[key] = CONVERSIONS[how](out[key])
         elif ":" in how:
             fn = _import(how, f"model.convert.{key}")
             out[key] = fn(**out[key]) if isinstance(out[key], dict) else fn(out[key])
         else:
-            raise StagewiseError(f"model.convert.{key}: unknown conversion {how!r}; one of {sorted(CONVERSIONS)} or 'module:function'")
+            raise StagewiseError(
+                f"model.convert.{key}: unknown conversion {how!r}; one of {sorted(CONVERSIONS)} or 'module:function'"
+            )
     return out
 
 
@@ -136,11 +152,15 @@ def construct(architecture: str, params: dict, convert: dict | None = None) -> n
         raise
     except Exception as error:
         rejected = _rejected(target, params)
-        raise StagewiseError(f"model.architecture: {architecture}: the constructor failed ({type(error).__name__}: {error})"
-                             + (f"; it does not accept {rejected}" if rejected else "")
-                             + f"; called with {sorted(params)}") from None
+        raise StagewiseError(
+            f"model.architecture: {architecture}: the constructor failed ({type(error).__name__}: {error})"
+            + (f"; it does not accept {rejected}" if rejected else "")
+            + f"; called with {sorted(params)}"
+        ) from None
     if not isinstance(model, nn.Module):
-        raise StagewiseError(f"model.architecture: {architecture} returned a {type(model).__name__}, not a torch.nn.Module")
+        raise StagewiseError(
+            f"model.architecture: {architecture} returned a {type(model).__name__}, not a torch.nn.Module"
+        )
     return model
 
 
@@ -159,10 +179,18 @@ def from_meta(meta: dict) -> nn.Module:
     return build(meta["architecture"], meta["params"], meta.get("interface"), meta.get("replaced_head"))
 
 
-def first_forward(model: nn.Module | None, rebuild: Callable[[], nn.Module], feature_shape: tuple[int, ...], n_covariates: int,
-                  architecture: str, n: int = 2) -> object:
+def first_forward(
+    model: nn.Module | None,
+    rebuild: Callable[[], nn.Module],
+    feature_shape: tuple[int, ...],
+    n_covariates: int,
+    architecture: str,
+    n: int = 2,
+) -> object:
     """The output of `model` (on the CPU, weights loaded) on `n` dummy samples, or of a fresh CPU build when there is no
-    such model or it fails; any failure of the fresh build is a StagewiseError naming the architecture and the exception."""
+    such model or it fails; any failure of the fresh build is a StagewiseError naming the architecture and the
+    exception."""
+
     def call(net: nn.Module) -> object:
         x = torch.zeros((n, *feature_shape))
         with torch.no_grad():
@@ -178,5 +206,8 @@ def first_forward(model: nn.Module | None, rebuild: Callable[[], nn.Module], fea
     except StagewiseError:
         raise
     except Exception as error:
-        raise StagewiseError(f"model.architecture: {architecture}: the first forward pass on {n} samples of shape {tuple(feature_shape)} "
-                             f"failed ({type(error).__name__}: {error})") from None
+        raise StagewiseError(
+            f"model.architecture: {architecture}: the first forward pass on {n} samples of shape "
+            f"{tuple(feature_shape)} "
+            f"failed ({type(error).__name__}: {error})"
+        ) from None

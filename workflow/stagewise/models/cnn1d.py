@@ -23,8 +23,12 @@ class ResidualUnit(nn.Module):
     def __init__(self, channels: int, kernel: int, dilation: int, skip: bool) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.BatchNorm1d(channels), nn.ReLU(), nn.Conv1d(channels, channels, kernel, dilation=dilation, padding="same"),
-            nn.BatchNorm1d(channels), nn.ReLU(), nn.Conv1d(channels, channels, kernel, dilation=dilation, padding="same"),
+            nn.BatchNorm1d(channels),
+            nn.ReLU(),
+            nn.Conv1d(channels, channels, kernel, dilation=dilation, padding="same"),
+            nn.BatchNorm1d(channels),
+            nn.ReLU(),
+            nn.Conv1d(channels, channels, kernel, dilation=dilation, padding="same"),
         )
         self.skip = nn.Conv1d(channels, channels, 1) if skip else None
 
@@ -67,7 +71,10 @@ class CNN1d(nn.Module):
     ) -> None:
         super().__init__()
         if len(kernels) != len(dilations) or not kernels:
-            raise StagewiseError(f"model.params: kernels {list(kernels)} and dilations {list(dilations)} need one entry per residual unit each")
+            raise StagewiseError(
+                f"model.params: kernels {list(kernels)} and dilations {list(dilations)} need one entry per "
+                f"residual unit each"
+            )
         if any(k % 2 == 0 for k in kernels):
             raise StagewiseError(f"model.params.kernels: {list(kernels)} must be odd, so the context is symmetric")
         if output not in ("per_position", "per_sequence"):
@@ -78,9 +85,15 @@ class CNN1d(nn.Module):
         self.flank = sum((k - 1) * d for k, d in zip(kernels, dilations))
         self.stem = Stem(in_channels, channels)
         n = len(kernels)
-        self.units = nn.Sequential(*(ResidualUnit(channels, k, d, skip=(i + 1) % skip_every == 0 or i + 1 == n)
-                                     for i, (k, d) in enumerate(zip(kernels, dilations))))
-        self.head = nn.Conv1d(channels, out_features, 1) if output == "per_position" else nn.Linear(channels, out_features)
+        self.units = nn.Sequential(
+            *(
+                ResidualUnit(channels, k, d, skip=(i + 1) % skip_every == 0 or i + 1 == n)
+                for i, (k, d) in enumerate(zip(kernels, dilations))
+            )
+        )
+        self.head = (
+            nn.Conv1d(channels, out_features, 1) if output == "per_position" else nn.Linear(channels, out_features)
+        )
         self.block_names = ["stem", *(f"units.{i}" for i in range(n))]
         self.head_name = "head"
 
@@ -88,9 +101,11 @@ class CNN1d(nn.Module):
         x = x.reshape(len(x), -1, self.in_channels).transpose(1, 2).to(self.stem.conv.weight.dtype)
         length = x.shape[-1]
         if length <= 2 * self.flank:
-            raise StagewiseError(f"cnn1d: sequences of length {length} are not longer than the model's context 2 x {self.flank}")
+            raise StagewiseError(
+                f"cnn1d: sequences of length {length} are not longer than the model's context 2 x {self.flank}"
+            )
         _, skip = self.units(self.stem(x))
-        skip = skip[..., self.flank:length - self.flank]
+        skip = skip[..., self.flank : length - self.flank]
         if self.output == "per_sequence":
             return self.head(skip.mean(-1))
         return self.head(skip).transpose(1, 2)

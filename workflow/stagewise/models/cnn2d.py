@@ -14,7 +14,9 @@ from ..errors import StagewiseError
 def _square_shape(in_features: int) -> list[int]:
     side = math.isqrt(in_features)
     if side * side != in_features:
-        raise StagewiseError(f"model.params.image_shape: {in_features} features are not a square image; give image_shape: [C, H, W]")
+        raise StagewiseError(
+            f"model.params.image_shape: {in_features} features are not a square image; give image_shape: [C, H, W]"
+        )
     return [1, side, side]
 
 
@@ -39,7 +41,10 @@ class CNN2d(nn.Module):
         super().__init__()
         self.image_shape = list(image_shape) if image_shape else _square_shape(in_features)
         if math.prod(self.image_shape) != in_features:
-            raise StagewiseError(f"model.params.image_shape: {self.image_shape} holds {math.prod(self.image_shape)} values, the data has {in_features} features")
+            raise StagewiseError(
+                f"model.params.image_shape: {self.image_shape} holds {math.prod(self.image_shape)} values, the "
+                f"data has {in_features} features"
+            )
         blocks, width = [], self.image_shape[0]
         for size in channels:
             layers = OrderedDict(conv=nn.Conv2d(width, size, 3, padding=1))

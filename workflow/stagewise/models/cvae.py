@@ -10,13 +10,15 @@ and cell (`gene-cell`, read from the decoder's last hidden layer); with `likelih
 per-gene-and-sample dropout logit is added. Hidden layers are Linear, BatchNorm1d (where
 `use_batch_norm` says: `both`, `encoder`, `decoder` or `none`), LayerNorm without affine parameters
 (where `use_layer_norm` says, as scvi-tools; scArches recommends `use_layer_norm: both`,
-`use_batch_norm: none`, `encode_covariates: true` for reference mapping), ReLU, Dropout. `forward(x, covariates)` returns a
+`use_batch_norm: none`, `encode_covariates: true` for reference mapping), ReLU, Dropout. `forward(x, covariates)`
+returns a
 dict: `mean`, `theta`, `dropout_logits` (zinb only), `z_mean`, `z_logvar`, `z` (sampled in train
 mode, `z_mean` in eval mode) -- what `stagewise.likelihoods` needs; `z_mean` is the latent space.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 
 import torch
@@ -25,7 +27,6 @@ from torch import nn
 
 from ..errors import StagewiseError
 
-
 NORM_PARTS = {"both": ("encoder", "decoder"), "encoder": ("encoder",), "decoder": ("decoder",), "none": ()}
 DISPERSIONS = ("gene", "gene-batch", "gene-cell")
 
@@ -33,16 +34,22 @@ DISPERSIONS = ("gene", "gene-batch", "gene-cell")
 class Layer(nn.Module):
     """Linear (its last `n_covariates` inputs are the one-hot covariates), BatchNorm1d, LayerNorm, ReLU, Dropout."""
 
-    def __init__(self, width: int, size: int, n_covariates: int, dropout: float, batch_norm: bool,
-                 layer_norm: bool = False) -> None:
+    def __init__(
+        self, width: int, size: int, n_covariates: int, dropout: float, batch_norm: bool, layer_norm: bool = False
+    ) -> None:
         super().__init__()
         self.n_covariates = n_covariates
         self.linear = nn.Linear(width + n_covariates, size)
-        self.rest = nn.Sequential(OrderedDict(
-            [*([("norm", nn.BatchNorm1d(size))] if batch_norm else []),
-             *([("layer_norm", nn.LayerNorm(size, elementwise_affine=False))] if layer_norm else []),
-             ("act", nn.ReLU()), ("dropout", nn.Dropout(dropout))]
-        ))
+        self.rest = nn.Sequential(
+            OrderedDict(
+                [
+                    *([("norm", nn.BatchNorm1d(size))] if batch_norm else []),
+                    *([("layer_norm", nn.LayerNorm(size, elementwise_affine=False))] if layer_norm else []),
+                    ("act", nn.ReLU()),
+                    ("dropout", nn.Dropout(dropout)),
+                ]
+            )
+        )
 
     def forward(self, x: torch.Tensor, covariates: torch.Tensor | None) -> torch.Tensor:
         if self.n_covariates:
@@ -66,7 +73,9 @@ class CountHead(nn.Module):
     """Gene expression shares, inverse dispersion (`log_theta`: per gene; `theta_covariates`: per gene and
     covariate category; `theta_cell`: per gene and cell), and ZINB dropout logits."""
 
-    def __init__(self, width: int, genes: int, zero_inflated: bool, dispersion: str = "gene", n_covariates: int = 0) -> None:
+    def __init__(
+        self, width: int, genes: int, zero_inflated: bool, dispersion: str = "gene", n_covariates: int = 0
+    ) -> None:
         super().__init__()
         self.scale = nn.Linear(width, genes)
         self.dispersion = dispersion
@@ -74,7 +83,9 @@ class CountHead(nn.Module):
             self.log_theta = nn.Parameter(torch.zeros(genes))
         elif dispersion == "gene-batch":
             self.theta_covariates = nn.Linear(n_covariates, genes, bias=False)
-            nn.init.zeros_(self.theta_covariates.weight)  # theta 1 for every category to start (new ones after surgery too)
+            nn.init.zeros_(
+                self.theta_covariates.weight
+            )  # theta 1 for every category to start (new ones after surgery too)
         else:
             self.theta_cell = nn.Linear(width, genes)
         self.dropout = nn.Linear(width, genes) if zero_inflated else None
@@ -86,7 +97,9 @@ class CountHead(nn.Module):
             return self.theta_covariates(covariates)
         return self.theta_cell(h).clamp(-15.0, 15.0)
 
-    def forward(self, h: torch.Tensor, library: torch.Tensor, covariates: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, h: torch.Tensor, library: torch.Tensor, covariates: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         if self.dispersion == "gene":  # today's exact operations
             theta = self.log_theta.exp().expand(len(h), -1)
         else:
@@ -127,7 +140,10 @@ class CVAE(nn.Module):
     ) -> None:
         super().__init__()
         if out_features not in (None, in_features):
-            raise StagewiseError(f"model: cvae reconstructs its {in_features} input features; out_features {out_features} must equal them")
+            raise StagewiseError(
+                f"model: cvae reconstructs its {in_features} input features; out_features {out_features} must "
+                f"equal them"
+            )
         if likelihood not in ("nb", "zinb"):
             raise StagewiseError(f"model.params.likelihood: {likelihood!r} is not nb or zinb")
         if not hidden:
@@ -138,25 +154,41 @@ class CVAE(nn.Module):
         if dispersion not in DISPERSIONS:
             raise StagewiseError(f"model.params.dispersion: {dispersion!r} is not one of {', '.join(DISPERSIONS)}")
         if dispersion == "gene-batch" and not n_covariates:
-            raise StagewiseError("model.params.dispersion: gene-batch needs covariates (data.*.covariates); use gene or gene-cell")
+            raise StagewiseError(
+                "model.params.dispersion: gene-batch needs covariates (data.*.covariates); use gene or gene-cell"
+            )
         self.n_covariates, self.likelihood, self.encode_covariates = n_covariates, likelihood, encode_covariates
 
         def stack(part: str, widths: list[int], takes: bool) -> nn.ModuleList:
             rate = dropout if part == "encoder" or decoder_dropout is None else decoder_dropout
             return nn.ModuleList(
-                Layer(w, s, n_covariates if takes and (i == 0 or deeply_inject_covariates) else 0, rate,
-                      batch_norm and part in NORM_PARTS[use_batch_norm], part in NORM_PARTS[use_layer_norm])
-                for i, (w, s) in enumerate(zip(widths, widths[1:]))
+                Layer(
+                    w,
+                    s,
+                    n_covariates if takes and (i == 0 or deeply_inject_covariates) else 0,
+                    rate,
+                    batch_norm and part in NORM_PARTS[use_batch_norm],
+                    part in NORM_PARTS[use_layer_norm],
+                )
+                for i, (w, s) in enumerate(itertools.pairwise(widths))
             )
 
         self.encoder = stack("encoder", [in_features, *hidden], encode_covariates)
         self.latent = Latent(hidden[-1], n_latent)
         self.decoder = stack("decoder", [n_latent, *reversed(hidden)], True)
         self.head = CountHead(hidden[0], in_features, likelihood == "zinb", dispersion, n_covariates)
-        self.block_names = [*(f"encoder.{i}" for i in range(len(hidden))), "latent", *(f"decoder.{i}" for i in range(len(hidden)))]
+        self.block_names = [
+            *(f"encoder.{i}" for i in range(len(hidden))),
+            "latent",
+            *(f"decoder.{i}" for i in range(len(hidden))),
+        ]
         self.head_name = "head"
-        self.covariate_layers = [f"{part}.{i}.linear" for part in ("encoder", "decoder")
-                                 for i, layer in enumerate(getattr(self, part)) if layer.n_covariates]
+        self.covariate_layers = [
+            f"{part}.{i}.linear"
+            for part in ("encoder", "decoder")
+            for i, layer in enumerate(getattr(self, part))
+            if layer.n_covariates
+        ]
         if dispersion == "gene-batch":
             self.covariate_layers.append("head.theta_covariates")
 
@@ -167,14 +199,18 @@ class CVAE(nn.Module):
 
     def encode(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance of the latent code."""
-        return self.latent(self._run(self.encoder, torch.log1p(x), self._covariates(x, covariates) if self.encode_covariates else None))
+        return self.latent(
+            self._run(self.encoder, torch.log1p(x), self._covariates(x, covariates) if self.encode_covariates else None)
+        )
 
     def _covariates(self, x: torch.Tensor, covariates: torch.Tensor | None) -> torch.Tensor | None:
         if not self.n_covariates:
             return None
         if covariates is None or covariates.shape != (len(x), self.n_covariates):
             got = None if covariates is None else tuple(covariates.shape)
-            raise StagewiseError(f"cvae: expects one-hot covariates of shape ({len(x)}, {self.n_covariates}), got {got}")
+            raise StagewiseError(
+                f"cvae: expects one-hot covariates of shape ({len(x)}, {self.n_covariates}), got {got}"
+            )
         return covariates.to(x.dtype)
 
     def forward(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

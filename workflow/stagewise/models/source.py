@@ -45,7 +45,8 @@ def _package_files(locations: list[str]) -> list[tuple[str, Path]]:
 
 
 def describe(architecture: str, root: str | os.PathLike | None = None) -> dict | None:
-    """`{"module", "sha256"[, "files"]}` for local source, `{"module", "package", "version"}` when installed; None for built-ins.
+    """`{"module", "sha256"[, "files"]}` for local source, `{"module", "package", "version"}` when installed; None for
+    built-ins.
 
     A single module's sha256 is its file's (`sha256sum` shows the same); a local package's is the
     sha256 of its .py files' relative paths and sha256s, one `path sha256` line each in sorted
@@ -89,7 +90,11 @@ def render(plugin: dict | None) -> str:
         return f"plug-in package {plugin['package']} {plugin['version']} (module {plugin['module']})"
     if plugin.get("sha256"):
         what = plugin["module"].split(".")[0]
-        what = f"package {what} ({plugin['files']} .py files)" if "files" in plugin else f"{plugin['module'].replace('.', '/')}.py"
+        what = (
+            f"package {what} ({plugin['files']} .py files)"
+            if "files" in plugin
+            else f"{plugin['module'].replace('.', '/')}.py"
+        )
         return f"plug-in {what} sha256 {plugin['sha256'][:12]}"
     if plugin.get("builtin"):
         return f"plug-in {plugin['module']} (built into Python {plugin['version']})"

@@ -2,10 +2,10 @@
 
 | task | output of the model | target | default loss | prediction fields |
 |---|---|---|---|---|
-| classification | logits (N, C) | class codes (N,) | cross_entropy | predictions (N,), probabilities (N, C) |
+| classification | logits (N, C) | codes (N,) | cross_entropy | predictions (N,), probabilities (N, C) |
 | regression | values (N,) or (N, T) | values (N,) or (N, T) | mse | predictions (like the target) |
-| sequence_labeling | logits (N, L, C) | class codes (N, L') cropped to L | cross_entropy per position | predictions (N, L), probabilities (N, L, C) |
-| counts | dict (`stagewise.models.cvae`) | the input counts | nb (zinb with `likelihood: zinb`) | latent (N, D), nll (N,), kl (N,) |
+| sequence_labeling | logits (N, L, C) | codes (N, L'), cut to L | cross_entropy | predictions (N, L), probabilities |
+| counts | dict (`models.cvae`) | the input counts | nb (zinb: `likelihood: zinb`) | latent (N, D), nll (N,), kl (N,) |
 
 Every prediction file also holds `labels` (the target, cropped like the predictions) and
 `sample_ids`. The training loop calls `loss(task, spec, y_train, n_classes, device)` once and the
@@ -16,8 +16,8 @@ result as `loss_fn(output, y, x, epoch)`; `epoch` is None outside training (full
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -64,20 +64,31 @@ def loss_name(task: str, spec: dict, likelihood: str = "nb", where: str = "train
     if name == "auto":
         return likelihood if task == "counts" else get(task).losses[0]
     if name not in get(task).losses:
-        raise StagewiseError(f"{where}.name: {name!r} does not fit model.task {task!r}; use one of {list(get(task).losses)} or auto")
+        raise StagewiseError(
+            f"{where}.name: {name!r} does not fit model.task {task!r}; use one of {list(get(task).losses)} or auto"
+        )
     return name
 
 
-def loss(task: str, spec: dict, y: np.ndarray, n_classes: int, device: torch.device, likelihood: str = "nb",
-         where: str = "training.loss") -> TaskLoss:
+def loss(
+    task: str,
+    spec: dict,
+    y: np.ndarray,
+    n_classes: int,
+    device: torch.device,
+    likelihood: str = "nb",
+    where: str = "training.loss",
+) -> TaskLoss:
     """The stage's loss as `fn(output, y, x, epoch)`, with the output and target shaped for it."""
     spec = {**spec, "name": loss_name(task, spec, likelihood, where)}
     if task == "counts":
         return _count_loss(spec, where)
     base = losses.build(spec, y.reshape(-1) if task == "sequence_labeling" else y, n_classes, device, where)
     if task == "sequence_labeling":
+
         def positions(output, y, x, epoch):
             return base(output.reshape(-1, output.shape[-1]), crop(y, output.shape[1]).reshape(-1))
+
         return positions
     return lambda output, y, x, epoch: base(output, y)
 
@@ -85,10 +96,14 @@ def loss(task: str, spec: dict, y: np.ndarray, n_classes: int, device: torch.dev
 def _count_loss(spec: dict, where: str) -> TaskLoss:
     fn = COUNT_LOSSES[spec["name"]]
     warmup = spec.get("kl_warmup", 0)
-    kwargs = {k: v for k, v in spec.items() if k not in ("name", "kl_warmup") and not (k == "class_weights" and v is None)}
+    kwargs = {
+        k: v for k, v in spec.items() if k not in ("name", "kl_warmup") and not (k == "class_weights" and v is None)
+    }
     unknown = sorted(set(kwargs) - set(list(inspect.signature(fn).parameters)[2:]))
     if unknown or not isinstance(warmup, int) or warmup < 0:
-        raise StagewiseError(f"{where}: {spec['name']} accepts kl_warmup (epochs, integer >= 0) only; got {sorted(spec)}")
+        raise StagewiseError(
+            f"{where}: {spec['name']} accepts kl_warmup (epochs, integer >= 0) only; got {sorted(spec)}"
+        )
     return lambda output, y, x, epoch: fn(output, x, kl_weight=likelihoods.warmup_weight(epoch, warmup))
 
 
@@ -96,8 +111,10 @@ def crop(y: torch.Tensor | np.ndarray, length: int):
     """Per-position labels cut to the model's `length` output positions, equally from both ends."""
     extra = y.shape[1] - length
     if extra < 0 or extra % 2:
-        raise StagewiseError(f"sequence_labeling: labels of length {y.shape[1]} cannot be centred on {length} output positions")
-    return y[:, extra // 2:y.shape[1] - extra // 2]
+        raise StagewiseError(
+            f"sequence_labeling: labels of length {y.shape[1]} cannot be centred on {length} output positions"
+        )
+    return y[:, extra // 2 : y.shape[1] - extra // 2]
 
 
 def collect(chunks: list) -> torch.Tensor | dict[str, torch.Tensor]:
@@ -130,9 +147,11 @@ def predictions(task: str, output, x: np.ndarray | None = None) -> dict[str, np.
     if task == "counts":
         counts = torch.as_tensor(x, dtype=torch.float32)
         likelihood = "zinb" if "dropout_logits" in output else "nb"
-        return {"latent": output["z_mean"].numpy(),
-                "nll": likelihoods.reconstruction_nll(output, counts, likelihood).numpy(),
-                "kl": likelihoods.kl_standard_normal(output["z_mean"], output["z_logvar"]).numpy()}
+        return {
+            "latent": output["z_mean"].numpy(),
+            "nll": likelihoods.reconstruction_nll(output, counts, likelihood).numpy(),
+            "kl": likelihoods.kl_standard_normal(output["z_mean"], output["z_logvar"]).numpy(),
+        }
     if task == "regression":
         return {"predictions": output.numpy()}
     proba = output.softmax(-1)
@@ -161,11 +180,17 @@ def _describe(output: object) -> str:
 def output_problem(task: str, output: object, n_outputs: int, label_shape: tuple[int, ...], n: int = 2) -> str | None:
     """What is wrong with a model's output on `n` samples for `task` (None when it fits)."""
     if task == "counts":
-        return None if isinstance(output, dict) and "z_mean" in output else \
-            f"expected a dict with z_mean, z_logvar and the likelihood's parameters (as stagewise's cvae), got {_describe(output)}"
+        return (
+            None
+            if isinstance(output, dict) and "z_mean" in output
+            else f"expected a dict with z_mean, z_logvar and the likelihood's parameters (as stagewise's cvae), "
+            f"got {_describe(output)}"
+        )
     if not isinstance(output, torch.Tensor):
-        return (f"expected one tensor, got {_describe(output)}; set model.output to the index, key or attribute of the "
-                + ("values" if task == "regression" else "logits"))
+        return (
+            f"expected one tensor, got {_describe(output)}; set model.output to the index, key or attribute of the "
+            + ("values" if task == "regression" else "logits")
+        )
     shape = tuple(output.shape)
     if task == "classification":
         expected, fits = f"logits ({n}, {n_outputs})", shape == (n, n_outputs)
@@ -176,7 +201,13 @@ def output_problem(task: str, output: object, n_outputs: int, label_shape: tuple
     else:
         length = label_shape[0]
         expected = f"per-position logits ({n}, L, {n_outputs}) with L <= {length} positions, centred"
-        fits = len(shape) == 3 and shape[0] == n and shape[2] == n_outputs and shape[1] <= length and (length - shape[1]) % 2 == 0
+        fits = (
+            len(shape) == 3
+            and shape[0] == n
+            and shape[2] == n_outputs
+            and shape[1] <= length
+            and (length - shape[1]) % 2 == 0
+        )
         if not fits and len(shape) == 3 and shape[1] == n_outputs:
             expected += " (the model returns channels first: set model.channels_first: true)"
     return None if fits else f"expected {expected} for {task}, got {shape}"

@@ -8,9 +8,9 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
 
@@ -30,8 +30,9 @@ def data_uri(image: bytes) -> str:
 
 def learning_curves(curves: dict[str, list[tuple[str, pd.DataFrame]]], metric: str) -> bytes:
     """Per experiment (columns): losses, validation `metric` and learning rate per epoch, stages end to end."""
-    fig, axes = plt.subplots(3, len(curves), figsize=(3.6 * len(curves) + 0.6, 6.6), sharex="col", sharey="row",
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        3, len(curves), figsize=(3.6 * len(curves) + 0.6, 6.6), sharex="col", sharey="row", squeeze=False
+    )
     for column, (name, stages) in enumerate(curves.items()):
         loss_ax, metric_ax, lr_ax = axes[:, column]
         offset = 0
@@ -46,8 +47,9 @@ def learning_curves(curves: dict[str, list[tuple[str, pd.DataFrame]]], metric: s
             if index:
                 for ax in (loss_ax, metric_ax, lr_ax):
                     ax.axvline(offset + 0.5, color="grey", linestyle="--", linewidth=0.8)
-            loss_ax.annotate(stage, (offset + 1, 1.0), xycoords=("data", "axes fraction"), fontsize=7,
-                             va="bottom", color="dimgrey")
+            loss_ax.annotate(
+                stage, (offset + 1, 1.0), xycoords=("data", "axes fraction"), fontsize=7, va="bottom", color="dimgrey"
+            )
             offset += len(history)
         loss_ax.set_title(name, pad=14)
         lr_ax.set_yscale("log")
@@ -87,8 +89,15 @@ def confusion(matrix: list[list[int]], labels: list[str], title: str) -> bytes:
     fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(values, cmap="Blues")
     for (i, j), count in np.ndenumerate(values):
-        ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                color="white" if count > values.max() / 2 else "black")
+        ax.text(
+            j,
+            i,
+            str(count),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if count > values.max() / 2 else "black",
+        )
     ticks = np.arange(len(labels))
     ax.set_xticks(ticks, labels, rotation=45 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center")
     ax.set_yticks(ticks, labels)

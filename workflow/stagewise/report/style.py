@@ -6,7 +6,8 @@ CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
        color: var(--ink); max-width: 1180px; margin: 0 auto; padding: 1.2em 1.5em 3em; }
 header { border-bottom: 2px solid var(--line); margin-bottom: 1em; }
-h1 { font-size: 1.6em; margin: 0.2em 0; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid var(--line); }
+h1 { font-size: 1.6em; margin: 0.2em 0; }
+h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid var(--line); }
 h3 { font-size: 1.05em; }
 nav { display: flex; flex-wrap: wrap; gap: 0.3em 1.1em; padding: 0.5em 0; font-size: 0.92em; }
 nav a { color: var(--accent); text-decoration: none; }

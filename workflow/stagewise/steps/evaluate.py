@@ -11,14 +11,30 @@ from ..files import atomic_path, sha256_file, write_json
 from ..io.batches import Batches
 from ..models import tasks
 
-PROVENANCE = ["architecture", "task", "label", "epoch", "config_sha256", "data_sha256", "parent", "parent_sha256",
-              "stagewise_version", "torch_version", "python_version"]
+PROVENANCE = [
+    "architecture",
+    "task",
+    "label",
+    "epoch",
+    "config_sha256",
+    "data_sha256",
+    "parent",
+    "parent_sha256",
+    "stagewise_version",
+    "torch_version",
+    "python_version",
+]
 
 
 def batches(path: str, meta: dict) -> Batches:
     """A prepared split streamed in file order, its features in the model's order."""
-    return Batches(path, 256, feature_names=meta["feature_names"], categories=meta.get("categories"),
-                   fill=meta.get("padded_features", []))
+    return Batches(
+        path,
+        256,
+        feature_names=meta["feature_names"],
+        categories=meta.get("categories"),
+        fill=meta.get("padded_features", []),
+    )
 
 
 def predict(model: nn.Module, test: Batches, meta: dict, inputs: dict, knn_k: int = 15) -> dict:
@@ -72,13 +88,23 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
     evaluation, names = params["evaluation"], test.label_names
     scores = metrics.select(score(task, data, names, evaluation["top_k"]), evaluation["metrics"], task)
     resamples, seed = evaluation["bootstrap"], evaluation["seed"]
-    reps = bootstrap.replicates(task, data, resamples, seed, **bootstrap.options(task, names, evaluation["top_k"])) if resamples else {}
-    result = {"model": inputs["model"], "model_sha256": sha256_file(inputs["model"]), "task": task,
-              "n_test": int(len(test.y)), "label_names": names, "metrics": scores,
-              "ci": {name: bootstrap.interval(reps[name]) for name in scores if name in reps},
-              "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95},
-              "provenance": {key: ckpt.meta[key] for key in PROVENANCE if key in ckpt.meta},
-              "effective_config": ckpt.meta.get("stage")}
+    reps = (
+        bootstrap.replicates(task, data, resamples, seed, **bootstrap.options(task, names, evaluation["top_k"]))
+        if resamples
+        else {}
+    )
+    result = {
+        "model": inputs["model"],
+        "model_sha256": sha256_file(inputs["model"]),
+        "task": task,
+        "n_test": len(test.y),
+        "label_names": names,
+        "metrics": scores,
+        "ci": {name: bootstrap.interval(reps[name]) for name in scores if name in reps},
+        "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95},
+        "provenance": {key: ckpt.meta[key] for key in PROVENANCE if key in ckpt.meta},
+        "effective_config": ckpt.meta.get("stage"),
+    }
     if task == "classification":
         result["per_class"] = metrics.per_class(data["labels"], data["probabilities"], names)
         result["confusion"] = metrics.confusion(data["labels"], data["predictions"], names)

@@ -9,7 +9,9 @@ from ..stages import train_and_save, where
 def run(inputs: dict, outputs: dict, params: dict) -> None:
     """Continue from the parent checkpoint (`init: parent`) or from a random init of its architecture."""
     if distributed.world_size(params["stage"]["training"]) > 1 and distributed.context().world == 1:
-        return distributed.launch("stagewise.steps.finetune:run", inputs, outputs, params, where(params["label"]))  # the ranks run this again
+        return distributed.launch(
+            "stagewise.steps.finetune:run", inputs, outputs, params, where(params["label"])
+        )  # the ranks run this again
     parent = checkpoints.load(inputs["model"])
     meta = dict(parent.meta)
     if params["init"] == "random":

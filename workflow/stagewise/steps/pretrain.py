@@ -12,7 +12,9 @@ from ..stages import train_and_save, where
 def run(inputs: dict, outputs: dict, params: dict) -> None:
     """Build `model` for the source data's features, labels and covariates and train it from scratch."""
     if distributed.world_size(params["stage"]["training"]) > 1 and distributed.context().world == 1:
-        return distributed.launch("stagewise.steps.pretrain:run", inputs, outputs, params, where("pretrain"))  # the ranks run this again
+        return distributed.launch(
+            "stagewise.steps.pretrain:run", inputs, outputs, params, where("pretrain")
+        )  # the ranks run this again
     with hdf5.open_split(inputs["train"]) as h5:
         layout = hdf5.layout(h5)
     meta = source_model(layout, params["model"]) | {"plugin": params.get("plugin")}
@@ -22,15 +24,22 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
 
 
 def source_model(layout: hdf5.Layout, model_cfg: dict) -> dict:
-    """The metadata of the model `pretrain` trains: `model` sized for the source data's features, labels and covariates."""
+    """The metadata of the model `pretrain` trains: `model` sized for the source data's features, labels and
+    covariates."""
     features, labels, categories = layout.feature_names, layout.label_names, layout.categories
     n_covariates = sum(len(names) for names in categories.values())
     n_outputs = tasks.out_features(model_cfg["task"], len(features), len(labels))
     sizes = models.data_sizes(layout.feature_shape, len(features), n_outputs, n_covariates, len(labels))
     names = models.size_map(model_cfg["architecture"], model_cfg.get("from_data"), bool(n_covariates))
-    meta = {"architecture": model_cfg["architecture"], "params": {**model_cfg["params"], **{a: sizes[n] for a, n in names.items()}},
-            "interface": interface.Interface.from_dict(model_cfg).to_dict(), "task": model_cfg["task"],
-            "feature_names": features, "label_names": labels, "new_parameters": []}
+    meta = {
+        "architecture": model_cfg["architecture"],
+        "params": {**model_cfg["params"], **{a: sizes[n] for a, n in names.items()}},
+        "interface": interface.Interface.from_dict(model_cfg).to_dict(),
+        "task": model_cfg["task"],
+        "feature_names": features,
+        "label_names": labels,
+        "new_parameters": [],
+    }
     return meta | ({"categories": categories} if categories else {})
 
 
@@ -43,8 +52,15 @@ def untrained(train_path: str, model_cfg: dict, seed: int) -> checkpoints.Checkp
     model = models.from_meta(meta)
     n_covariates = sum(len(names) for names in layout.categories.values())
     output = models.first_forward(model, lambda: model, layout.feature_shape, n_covariates, meta["architecture"])
-    problem = tasks.output_problem(model_cfg["task"], output, tasks.out_features(model_cfg["task"], len(layout.feature_names),
-                                                                                 len(layout.label_names)), layout.label_shape)
+    problem = tasks.output_problem(
+        model_cfg["task"],
+        output,
+        tasks.out_features(model_cfg["task"], len(layout.feature_names), len(layout.label_names)),
+        layout.label_shape,
+    )
     if problem:
-        raise StagewiseError(f"model output on data.source: {problem} (model.output, model.channels_first, model.returns say how to read it)")
+        raise StagewiseError(
+            f"model output on data.source: {problem} (model.output, model.channels_first, model.returns say how "
+            f"to read it)"
+        )
     return checkpoints.Checkpoint(model.state_dict(), meta)

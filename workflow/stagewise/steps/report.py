@@ -47,13 +47,19 @@ def _paired(models: list[dict], evaluation: dict) -> dict[str, dict]:
             continue
         data, ids = _predictions(Path(model["dir"]))
         if ids != base_ids:
-            raise StagewiseError(f"{model['dir']}/test_predictions.h5: test samples differ from the scratch "
-                                 "baseline's; rerun evaluate for both")
+            raise StagewiseError(
+                f"{model['dir']}/test_predictions.h5: test samples differ from the scratch "
+                "baseline's; rerun evaluate for both"
+            )
         reps = bootstrap.replicates(task, data, **draw)
         scores, base_scores = model["result"]["metrics"], scratch["result"]["metrics"]
         out[f"{model['experiment']}/{model['stage']}"] = {
-            name: bootstrap.paired(reps[name], base[name], value - base_scores[name], not metric_names.higher_is_better(name))
-            for name, value in scores.items() if name in reps and name in base_scores}
+            name: bootstrap.paired(
+                reps[name], base[name], value - base_scores[name], not metric_names.higher_is_better(name)
+            )
+            for name, value in scores.items()
+            if name in reps and name in base_scores
+        }
     return out
 
 
@@ -81,8 +87,14 @@ def benchmarks(paths: list[str]) -> pd.DataFrame:
     for path in paths:
         parts = Path(path).with_suffix("").parts
         bench = pd.read_csv(path, sep="\t").iloc[0]
-        rows.append({"rule": parts[1], "job": "/".join(parts[2:]), "seconds": float(bench["s"]),
-                     "max_rss_mb": float(bench["max_rss"]) if bench["max_rss"] != "-" else np.nan})
+        rows.append(
+            {
+                "rule": parts[1],
+                "job": "/".join(parts[2:]),
+                "seconds": float(bench["s"]),
+                "max_rss_mb": float(bench["max_rss"]) if bench["max_rss"] != "-" else np.nan,
+            }
+        )
     return pd.DataFrame(rows, columns=["rule", "job", "seconds", "max_rss_mb"])
 
 
@@ -119,19 +131,33 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
     for model in models:
         if model["history"] is not None:
             curves.setdefault(model["experiment"], []).append((model["stage"], model["history"]))
-    figures = {"learning_curves": plots.learning_curves(curves, _curve_metric(curves, primary)),
-               "comparison": plots.comparison(table, primary, scratch[primary].iloc[0] if len(scratch) else None)}
+    figures = {
+        "learning_curves": plots.learning_curves(curves, _curve_metric(curves, primary)),
+        "comparison": plots.comparison(table, primary, scratch[primary].iloc[0] if len(scratch) else None),
+    }
     if best is not None and "confusion" in best["result"]:
-        figures["confusion_matrix"] = plots.confusion(best["result"]["confusion"]["matrix"],
-                                                      best["result"]["confusion"]["labels"],
-                                                      f"{best['experiment']} / {best['stage']}")
+        figures["confusion_matrix"] = plots.confusion(
+            best["result"]["confusion"]["matrix"],
+            best["result"]["confusion"]["labels"],
+            f"{best['experiment']} / {best['stage']}",
+        )
     figures_dir = Path(outputs["figures"])
     figures_dir.mkdir(parents=True, exist_ok=True)
     for name, image in figures.items():
         with atomic_path(figures_dir / f"{name}.png") as tmp:
             tmp.write_bytes(image)
-    page = html.render(title=params["title"], task=task, primary=primary, table=table, models=models, best=best,
-                       paired=paired, figures=figures, evaluation=evaluation,
-                       compatibility=json.loads(Path(inputs["compatibility"]).read_text()),
-                       benchmarks=benchmarks(inputs["benchmarks"]), version=params["version"])
+    page = html.render(
+        title=params["title"],
+        task=task,
+        primary=primary,
+        table=table,
+        models=models,
+        best=best,
+        paired=paired,
+        figures=figures,
+        evaluation=evaluation,
+        compatibility=json.loads(Path(inputs["compatibility"]).read_text()),
+        benchmarks=benchmarks(inputs["benchmarks"]),
+        version=params["version"],
+    )
     write_text(outputs["html"], page)
