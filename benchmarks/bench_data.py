@@ -62,8 +62,8 @@ def _child(kind: str, *args: str) -> dict:
 
 
 def _fit(train, val, epochs: int = 1) -> dict:
-    """One real training run (training.fit, an MLP, all parameters) on `train`; samples/s of its epochs."""
-    from stagewise import config, freezing, training
+    """One real training run (trainer.fit, an MLP, all parameters) on `train`; samples/s of its epochs."""
+    from stagewise import config, freezing, trainer
     from stagewise.models import build
 
     cfg = config.validate(
@@ -76,9 +76,9 @@ def _fit(train, val, epochs: int = 1) -> dict:
         }
     )
     settings = config.stage_config(cfg, "e", 0)["training"]
-    training.seed_everything(0)
+    trainer.seed_everything(0)
     model = build("mlp", {"in_features": FEATURES, "out_features": 10, "hidden": [256, 128]})
-    result = training.fit(
+    result = trainer.fit(
         model, train, val, settings, freezing.Selection({n for n, _ in model.named_parameters()}), "bench"
     )
     return {

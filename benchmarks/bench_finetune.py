@@ -2,7 +2,7 @@
 
 For a small MLP (64 features) and a large one (2000 -> 512 -> 256 -> 10), same model, data, batch
 size, optimizer and initial weights, it times:
-  stagewise   `stagewise.training.fit` (a whole stage: setup, every epoch's validation included)
+  stagewise   `stagewise.trainer.fit` (a whole stage: setup, every epoch's validation included)
   compute     forward/backward/step on one resident batch: no data movement (the upper limit)
   dataloader  a hand-written loop over DataLoader(TensorDataset), per-sample collate (OpenSpliceAI's way)
   lightning   Lightning's Trainer on the same DataLoader (validation, logging, checkpoints off)
@@ -25,7 +25,7 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
-from stagewise import config, freezing, training
+from stagewise import config, freezing, trainer
 from stagewise.io.hdf5 import Split
 from stagewise.models import build
 from torch.utils.data import DataLoader, TensorDataset
@@ -59,7 +59,7 @@ def stagewise_loop(model, train, val, epochs):
     }
     cfg = config.stage_config(config.validate(raw), "bench", 0)["training"]
     selection = freezing.select(model, {"unfreeze_all": True}, [], {}, "bench")
-    training.fit(model, train, val, cfg, selection, "bench")
+    trainer.fit(model, train, val, cfg, selection, "bench")
 
 
 def compute_only(model, train, val, epochs):

@@ -247,14 +247,14 @@ def scvi_worker(folder: Path, out: Path) -> None:
 
 def epoch_cpu(folder: Path, epochs: int = 5, rounds: int = 3, threads: int | None = None) -> dict:
     """CPU seconds per epoch of the query training alone, both systems in this one process, interleaved:
-    stagewise's surgery stage (`training.fit` on the start model, the stage's config, as the finetune job)
+    stagewise's surgery stage (`trainer.fit` on the start model, the stage's config, as the finetune job)
     and scvi-tools' query training (on a reference trained 1 epoch: the weights do not change the cost)."""
     import logging
     import warnings
 
     import anndata
     import torch
-    from stagewise import checkpoints, config, freezing, resources, training
+    from stagewise import checkpoints, config, freezing, resources, trainer
     from stagewise.io.batches import Batches
 
     raw = sum(f.stat().st_size for f in (folder / "data").iterdir())
@@ -314,7 +314,7 @@ def epoch_cpu(folder: Path, epochs: int = 5, rounds: int = 3, threads: int | Non
         )
         val = Batches(str(results / "data/target/val.h5"), stage["training"]["batch_size"], **kwargs)
         c = time.process_time()
-        training.fit(
+        trainer.fit(
             model, train, val, stage["training"], selection, "timing", start.meta.get("categories"), None, "counts"
         )
         times["stagewise"].append((time.process_time() - c) / epochs)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from stagewise import checkpoints, config, freezing, metrics, training
+from stagewise import checkpoints, config, freezing, metrics, trainer
 from stagewise.errors import StagewiseError
 from stagewise.io import hdf5
 from stagewise.models.cvae import CVAE
@@ -166,7 +166,7 @@ def test_surgery_widens_exactly_the_covariate_columns_and_the_reference_latent_s
     masks = freezing.entry_masks(model, start.meta["new_parameter_masks"])
     selection = freezing.select(model, {"train": ["new"], "freeze": ["head"]}, [], masks, "s")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    training.fit(model, query, query, settings, selection, "s", {"batch": ["r1", "r2", "q1"]}, task="counts")
+    trainer.fit(model, query, query, settings, selection, "s", {"batch": ["r1", "r2", "q1"]}, task="counts")
     after = model.state_dict()
     for key in before:
         if key in widened and not key.startswith("head."):  # freeze: [head] keeps gene-batch's new column too

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from stagewise import config, freezing, optim, training
+from stagewise import config, freezing, optim, trainer
 from stagewise.errors import StagewiseError
 from stagewise.io.hdf5 import Split
 from stagewise.models import build
@@ -50,13 +50,13 @@ def mlp(**params) -> torch.nn.Module:
     return build("mlp", {"in_features": 6, "out_features": 2, "hidden": [8, 4], **params})
 
 
-def run(model, policy: dict, new=(), masks=None, **training_cfg) -> tuple[dict, dict, training.Result]:
+def run(model, policy: dict, new=(), masks=None, **training_cfg) -> tuple[dict, dict, trainer.Result]:
     train, val = splits(covariates=bool(getattr(model, "n_covariates", 0)))
     masks = masks or {}
     before = {k: v.clone() for k, v in model.state_dict().items()}
     selection = freezing.select(model, policy, list(new), masks, "stage")
     categories = {"batch": ["b0", "b1"]} if getattr(model, "n_covariates", 0) else None
-    result = training.fit(model, train, val, settings(**training_cfg), selection, "stage", categories)
+    result = trainer.fit(model, train, val, settings(**training_cfg), selection, "stage", categories)
     return before, model.state_dict(), result
 
 

@@ -117,8 +117,8 @@ def test_streaming_memory_stays_flat_as_data_grows(tmp_path, monkeypatch):
 
 
 def test_training_from_a_streamed_file_learns_and_matches_in_memory(tmp_path, monkeypatch):
-    """training.fit takes Batches as `train`: streamed and RAM give the same history, and the model learns."""
-    from stagewise import freezing, training
+    """trainer.fit takes Batches as `train`: streamed and RAM give the same history, and the model learns."""
+    from stagewise import freezing, trainer
     from stagewise.models import build
     from test_freezing import settings
 
@@ -130,10 +130,10 @@ def test_training_from_a_streamed_file_learns_and_matches_in_memory(tmp_path, mo
     hdf5.write(path, split, "train", "test")
     histories = []
     for mode in ("false", "true"):
-        training.seed_everything(0)
+        trainer.seed_everything(0)
         model = build("mlp", {"in_features": 16, "out_features": 3, "hidden": [16]})
         cfg = settings(epochs=2, batch_size=32, optimizer={"lr": 0.02})
-        result = training.fit(
+        result = trainer.fit(
             model,
             Batches(path, 32, shuffle=True, seed=0, in_memory=mode),
             split,

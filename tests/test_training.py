@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from stagewise import freezing, losses, optim, training
+from stagewise import freezing, losses, optim, trainer
 from stagewise.errors import StagewiseError
 from test_freezing import mlp, run, settings, splits
 
@@ -138,7 +138,7 @@ def test_settings_torch_rejects_are_errors_naming_the_key(key, value, message):
     selection = freezing.select(model, {}, [], {}, "stage")
     cfg = settings() | {key: value}
     with pytest.raises(StagewiseError, match=message):
-        training.fit(model, train, val, cfg, selection, "stage")
+        trainer.fit(model, train, val, cfg, selection, "stage")
 
 
 def test_losses():
@@ -203,11 +203,11 @@ def test_nan_loss_stops_naming_epoch_and_batch():
     model = mlp()
     selection = freezing.select(model, {}, [], {}, "stage")
     with pytest.raises(StagewiseError, match=r"stage: loss is nan at epoch 1, batch [1-6]; lower optimizer.lr"):
-        training.fit(model, train, val, settings(), selection, "stage")
+        trainer.fit(model, train, val, settings(), selection, "stage")
 
 
 def test_monitor_that_is_not_a_column_is_an_error_before_the_first_batch(monkeypatch):
-    monkeypatch.setattr(training, "_forward", None)  # a batch would call it
+    monkeypatch.setattr(trainer, "_forward", None)  # a batch would call it
     with pytest.raises(
         StagewiseError,
         match=r"early_stopping.monitor: 'val_auc' is not recorded for task 'classification'; "
@@ -219,19 +219,19 @@ def test_monitor_that_is_not_a_column_is_an_error_before_the_first_batch(monkeyp
 def test_covariates_are_one_hot_in_the_models_category_order():
     train, _ = splits(covariates=True)
     train.categories = {"batch": ["b1", "b0"]}  # the data's codes name categories in another order
-    onehot = training.covariate_inputs(train, {"batch": ["b0", "b1", "b2"]})
+    onehot = trainer.covariate_inputs(train, {"batch": ["b0", "b1", "b2"]})
     names = np.array(["b1", "b0"])[train.covariates["batch"]]
     assert onehot.shape == (48, 3) and (onehot.argmax(1).numpy() == np.array([int(n[1]) for n in names])).all()
-    assert training.covariate_inputs(train, None) is None
+    assert trainer.covariate_inputs(train, None) is None
     with pytest.raises(StagewiseError, match=r"has categories \[.b0.\] unknown to the model"):
-        training.covariate_inputs(train, {"batch": ["b1"]})
+        trainer.covariate_inputs(train, {"batch": ["b1"]})
 
 
 def test_predict_passes_covariates():
     train, _ = splits(covariates=True)
     model = mlp(n_covariates=2)
-    onehot = training.covariate_inputs(train, {"batch": ["b0", "b1"]})
-    out = training.predict(model, torch.from_numpy(train.X), 16, covariates=onehot)
+    onehot = trainer.covariate_inputs(train, {"batch": ["b0", "b1"]})
+    out = trainer.predict(model, torch.from_numpy(train.X), 16, covariates=onehot)
     model.eval()
     assert torch.allclose(out, model(torch.from_numpy(train.X), onehot).detach())
 
@@ -240,7 +240,7 @@ def test_tensorboard_writes_event_files(tmp_path):
     train, val = splits()
     model = mlp()
     selection = freezing.select(model, {}, [], {}, "stage")
-    training.fit(model, train, val, settings(tensorboard=True), selection, "stage", None, tmp_path / "tb")
+    trainer.fit(model, train, val, settings(tensorboard=True), selection, "stage", None, tmp_path / "tb")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tmp_path / "tb")).Reload()
@@ -248,16 +248,18 @@ def test_tensorboard_writes_event_files(tmp_path):
 
 
 def test_stage_errors_name_experiment_stage_and_key():
-    from stagewise.stages import where
+    from stagewise.steps.stage import config_path
 
-    assert where("gradual/2_top") == "experiments.gradual.stages[1] (top)"
-    assert where("baselines/scratch") == "baselines/scratch" and where("pretrain") == "pretrained.training"
+    assert config_path("gradual/2_top") == "experiments.gradual.stages[1] (top)"
+    assert config_path("baselines/scratch") == "baselines/scratch" and config_path("pretrain") == "pretrained.training"
     model = mlp()
     selection = freezing.select(model, {}, [], {}, "s")
     with pytest.raises(
         StagewiseError, match=r"experiments.gradual.stages\[1\] \(top\).optimizer.momentm: not an argument of AdamW"
     ):
-        optim.build_optimizer(model, selection.names, settings(optimizer={"momentm": 0.9}), where("gradual/2_top"))
+        optim.build_optimizer(
+            model, selection.names, settings(optimizer={"momentm": 0.9}), config_path("gradual/2_top")
+        )
 
 
 def test_scheduler_arguments_without_a_scheduler_are_an_error():
@@ -271,7 +273,7 @@ def test_auto_mode_minimises_error_metrics():
     model = mlp(out_features=1)
     stage = settings(epochs=6, optimizer={"lr": 0.05})  # validated as classification, the helper's task
     stage["early_stopping"]["monitor"] = "val_mae"
-    result = training.fit(
+    result = trainer.fit(
         model,
         train,
         val,

@@ -18,8 +18,8 @@ def _check(args: argparse.Namespace) -> int:
     """Read the target data (no split), check the checkpoint against it, validate every stage; print the report.
     Without a checkpoint, the model `pretrain` would build from data.source (random weights) stands in for it."""
     cfg = sw_config.load(args.config, files=True)  # a bad config fails before torch is imported
-    from . import checkpoints, stages
-    from .steps import compatibility, prepare, pretrain
+    from . import checkpoints
+    from .steps import compatibility, prepare, pretrain, stage
 
     task, checkpoint, problems = cfg["model"]["task"], cfg["pretrained"]["checkpoint"], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -35,7 +35,7 @@ def _check(args: argparse.Namespace) -> int:
 
         if checkpoint is None:
             source = pretrain.untrained(read("source"), cfg["model"], cfg["training"]["seed"])
-            problems += stages.validate(source, cfg, pretraining=True)
+            problems += stage.validate(source, cfg, pretraining=True)
             checkpoint = f"{tmp}/pretrain.pt"
             checkpoints.save(checkpoint, source.state_dict, source.meta)
             print(
@@ -47,7 +47,7 @@ def _check(args: argparse.Namespace) -> int:
     print(compatibility.render(report), end="")
     if start is None:
         return 1
-    problems += stages.validate(start, cfg)
+    problems += stage.validate(start, cfg)
     total = sum(len(e["stages"]) for e in cfg["experiments"].values()) + (cfg["pretrained"]["checkpoint"] is None)
     print(f"stages: {total - len(problems)} of {total} valid" + "".join(f"\n  [  error] {p}" for p in problems))
     return 1 if problems else 0

@@ -43,6 +43,11 @@ def schema() -> dict:
     return raw
 
 
+def default_lr() -> float:
+    """`training.optimizer.lr`'s default, as the schema gives it."""
+    return schema()["properties"]["training"]["properties"]["optimizer"]["properties"]["lr"]["default"]
+
+
 def _fill_defaults(validator_class):
     validate_properties = validator_class.VALIDATORS["properties"]
 

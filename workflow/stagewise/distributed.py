@@ -6,7 +6,7 @@ starts the workers: N local processes (`python -m stagewise.distributed SPEC`, w
 environment) or, inside a SLURM job, one `srun` step of `nodes × devices` tasks (ranks from
 `SLURM_PROCID`/`SLURM_NTASKS`/`SLURM_LOCALID`; the store is on the batch host, the allocation's first
 node). Each worker runs the whole step again (builds the same model from the same checkpoint or seeded
-init) under `torch.distributed` (NCCL on GPUs, gloo on CPU); `training.fit` shards every global batch
+init) under `torch.distributed` (NCCL on GPUs, gloo on CPU); `trainer.fit` shards every global batch
 across the ranks and sums the gradients; only rank 0 validates and writes the stage's files.
 
 When a worker fails the launcher stops the others at once (srun: `--kill-on-bad-exit`) and raises an

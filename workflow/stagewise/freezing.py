@@ -34,12 +34,12 @@ class Selection:
 
 def entry_masks(model: nn.Module, spec: dict, where: str = "new_parameter_masks") -> dict[str, torch.Tensor]:
     """Boolean masks (True = new entry) from meta `new_parameter_masks` (column ranges or boolean tensors)."""
-    params = dict(model.named_parameters())
+    parameters = dict(model.named_parameters())
     masks = {}
     for name, value in spec.items():
-        if name not in params:
+        if name not in parameters:
             raise StagewiseError(f"{where}: {name!r} is not a parameter of the model")
-        shape = params[name].shape
+        shape = parameters[name].shape
         if isinstance(value, torch.Tensor):
             if value.dtype != torch.bool or value.shape != shape:
                 raise StagewiseError(
@@ -63,7 +63,7 @@ def entry_masks(model: nn.Module, spec: dict, where: str = "new_parameter_masks"
 
 def resolve(model: nn.Module, patterns: list[str], new: set[str], where: str) -> set[str]:
     """Parameter names selected by module names, globs, `head` or `new`; a pattern matching nothing is an error."""
-    params = dict(model.named_parameters())
+    parameters = dict(model.named_parameters())
     modules = [name for name, _ in model.named_modules() if name]
     selected: set[str] = set()
     for pattern in patterns:
@@ -76,8 +76,8 @@ def resolve(model: nn.Module, patterns: list[str], new: set[str], where: str) ->
         else:
             name = model.head_name if pattern == "head" else pattern
             prefixes = [m for m in modules if m == name or fnmatch.fnmatchcase(m, name)]
-            hits = {p for p in params if any(p == m or p.startswith(m + ".") for m in prefixes)}
-            hits |= {p for p in params if fnmatch.fnmatchcase(p, name)}
+            hits = {p for p in parameters if any(p == m or p.startswith(m + ".") for m in prefixes)}
+            hits |= {p for p in parameters if fnmatch.fnmatchcase(p, name)}
             if not hits:
                 raise StagewiseError(f"{where}: {pattern!r} matches no module or parameter; modules are {modules[:15]}")
         selected |= hits
@@ -147,8 +147,8 @@ def freeze_entries(model: nn.Module, masks: dict[str, torch.Tensor], optimizer: 
 
 
 def _is_frozen(module: nn.Module) -> bool:
-    params = list(module.parameters())
-    return bool(params) and not any(p.requires_grad for p in params)
+    parameters = list(module.parameters())
+    return bool(parameters) and not any(p.requires_grad for p in parameters)
 
 
 def set_train_mode(model: nn.Module) -> None:

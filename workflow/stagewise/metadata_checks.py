@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import surgery
-
 SHOWN = 5  # names listed per problem
 
 
@@ -23,7 +21,19 @@ class Checks(list):
         return any(c["status"] == "error" for c in self)
 
 
-def first(names: list, shapes: dict | None = None) -> str:
+def feature_diff(expected: list[str], found: list[str]) -> dict:
+    """Missing, extra and out-of-order features of `found` against the checkpoint's `expected`."""
+    expected_set, found_set = set(expected), set(found)
+    common = [f for f in found if f in expected_set]
+    in_order = [f for f in expected if f in found_set]
+    return {
+        "missing": [f for f in expected if f not in found_set],
+        "extra": [f for f in found if f not in expected_set],
+        "out_of_order": [a for a, b in zip(common, in_order) if a != b],
+    }
+
+
+def abbreviate(names: list, shapes: dict | None = None) -> str:
     """The first few names (with their shapes when given) and how many more, for a message."""
     shown = [f"{n} {tuple(shapes[n])}" if shapes else str(n) for n in names[:SHOWN]]
     return ", ".join(shown) + (f", ... ({len(names) - SHOWN} more)" if len(names) > SHOWN else "")
@@ -53,8 +63,8 @@ def features(
             "to be its inputs in the same order (set pretrained.feature_names: FILE to check them)",
         )
         return found, []
-    diff, mode = surgery.feature_diff(expected, found), pretrained["features"]
-    counts = "; ".join(f"{len(v)} {k.replace('_', '-')} (first: {first(v)})" for k, v in diff.items() if v)
+    diff, mode = feature_diff(expected, found), pretrained["features"]
+    counts = "; ".join(f"{len(v)} {k.replace('_', '-')} (first: {abbreviate(v)})" for k, v in diff.items() if v)
     if not any(diff.values()):
         checks.add("features", "ok", f"{len(found)} features, same names in the same order")
     elif len(diff["missing"]) == len(expected):
@@ -133,7 +143,7 @@ def _listed(checks: Checks, check: str, key: str, path: str, recorded: list[str]
             check,
             "error",
             f"pretrained.{key}: {file} disagrees with the {len(recorded)} names recorded in the checkpoint "
-            f"({first(recorded)}); remove pretrained.{key}",
+            f"({abbreviate(recorded)}); remove pretrained.{key}",
         )
     if len(set(listed)) != len(listed):
         checks.add(check, "error", f"pretrained.{key}: {file} lists a name twice")
@@ -168,14 +178,14 @@ def label_order(
             "labels",
             "error",
             f"the checkpoint records no label names, so the order of its outputs is unknown and "
-            f"the target's {len(labels)} labels ({first(labels)}) cannot be matched to them; {fix}",
+            f"the target's {len(labels)} labels ({abbreviate(labels)}) cannot be matched to them; {fix}",
         )
         return None, None
     if sorted(old) != sorted(labels):
         checks.add(
             "labels",
             "error",
-            f"the target's labels ({first(labels)}) differ from the checkpoint's ({first(old)}); "
+            f"the target's labels ({abbreviate(labels)}) differ from the checkpoint's ({abbreviate(old)}); "
             "set pretrained.head to replace the final layer",
         )
         return old, None
@@ -185,8 +195,8 @@ def label_order(
     checks.add(
         "labels",
         "ok",
-        f"{len(labels)} labels in another order ({first(old)}): the head's output rows are reordered "
-        f"to the target's ({first(labels)})",
+        f"{len(labels)} labels in another order ({abbreviate(old)}): the head's output rows are reordered "
+        f"to the target's ({abbreviate(labels)})",
     )
     return old, [old.index(name) for name in labels]
 
@@ -236,14 +246,16 @@ def categories(checks: Checks, old: dict, declared: dict, data: dict, train: str
         unknown = [c for c in data[name] if c not in cats and c not in new]
         if again:
             checks.add(
-                "categories", "error", f"pretrained.new_categories.{name}: {first(again)} already in the checkpoint"
+                "categories",
+                "error",
+                f"pretrained.new_categories.{name}: {abbreviate(again)} already in the checkpoint",
             )
         if unknown:
             checks.add(
                 "categories",
                 "error",
                 f"covariate {name!r}: {len(unknown)} categories in the data are neither in the "
-                f"checkpoint nor in pretrained.new_categories.{name}: {first(unknown)}; add them there",
+                f"checkpoint nor in pretrained.new_categories.{name}: {abbreviate(unknown)}; add them there",
             )
         out[name] = cats + new
         status = "warning" if new and name not in declared else "ok"
@@ -251,7 +263,8 @@ def categories(checks: Checks, old: dict, declared: dict, data: dict, train: str
         checks.add(
             "categories",
             status,
-            f"covariate {name!r}: {len(cats)} categories" + (f" + {len(new)} new{found}: {first(new)}" if new else ""),
+            f"covariate {name!r}: {len(cats)} categories"
+            + (f" + {len(new)} new{found}: {abbreviate(new)}" if new else ""),
             covariate=name,
             old=cats,
             new=new,

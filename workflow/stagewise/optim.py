@@ -12,6 +12,7 @@ import inspect
 import torch
 from torch import nn
 
+from .config import default_lr
 from .errors import StagewiseError
 from .freezing import resolve
 
@@ -22,7 +23,6 @@ SCHEDULERS = {
     "OneCycleLR": torch.optim.lr_scheduler.OneCycleLR,
 }
 INTERVAL = {"MultiStepLR": "epoch", "CosineAnnealingWarmRestarts": "epoch", "OneCycleLR": "batch"}
-DEFAULT_LR = 1.0e-4  # the schema's; a stage that names another optimizer starts afresh from it
 OWN_KEYS = ("name", "interval", "warmup_epochs")  # read by stagewise, not passed to torch
 
 
@@ -88,7 +88,8 @@ def build_optimizer(
     """The stage's optimizer over the `names` parameters only, with discriminative lrs
     (`dry_run`: arguments checked by torch, nothing set up to step)."""
     spec = training["optimizer"]
-    kwargs = {"lr": DEFAULT_LR} | {k: v for k, v in spec.items() if k != "name"}
+    # a stage that names another optimizer starts afresh from the schema's lr
+    kwargs = {"lr": default_lr()} | {k: v for k, v in spec.items() if k != "name"}
     scales = lr_scales(model, names, training.get("lr_groups") or {}, training.get("layer_decay"), where)
     groups = param_groups(model, names, kwargs["lr"], scales)
     cls = OPTIMIZERS[spec["name"]]

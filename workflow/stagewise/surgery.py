@@ -10,18 +10,6 @@ from dataclasses import dataclass, field
 import torch
 
 
-def feature_diff(expected: list[str], found: list[str]) -> dict:
-    """Missing, extra and out-of-order features of `found` against the checkpoint's `expected`."""
-    expected_set, found_set = set(expected), set(found)
-    common = [f for f in found if f in expected_set]
-    in_order = [f for f in expected if f in found_set]
-    return {
-        "missing": [f for f in expected if f not in found_set],
-        "extra": [f for f in found if f not in expected_set],
-        "out_of_order": [a for a, b in zip(common, in_order) if a != b],
-    }
-
-
 def under(key: str, module: str) -> bool:
     """Whether tensor `key` belongs to `module` (or is it)."""
     return key == module or key.startswith(module + ".")

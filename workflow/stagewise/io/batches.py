@@ -62,7 +62,7 @@ def _join(first: tuple, second: tuple) -> tuple:
 
 
 class Batches:
-    """Batches `(x, one-hot covariates or None, y)` of one prepared split file; `training.fit` takes it as `train`."""
+    """Batches `(x, one-hot covariates or None, y)` of one prepared split file; `trainer.fit` takes it as `train`."""
 
     def __init__(
         self,

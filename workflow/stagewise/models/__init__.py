@@ -108,8 +108,8 @@ def data_sizes(
     }
 
 
-def _convert(params: dict, convert: dict) -> dict:
-    out = dict(params)
+def _convert(arguments: dict, convert: dict) -> dict:
+    out = dict(arguments)
     for key, how in convert.items():
         if key not in out:
             raise StagewiseError(
@@ -142,20 +142,21 @@ def _bind(target: Callable, kwargs: dict) -> tuple[list, dict]:
     return args, rest
 
 
-def construct(architecture: str, params: dict, convert: dict | None = None) -> nn.Module:
-    """Call the class or factory with `params`; any failure is a StagewiseError naming what was rejected."""
+def construct(architecture: str, arguments: dict, convert: dict | None = None) -> nn.Module:
+    """Call the class or factory with the constructor `arguments` (`model.params` and sizes from the data); any
+    failure is a StagewiseError naming what was rejected."""
     target = resolve(architecture)
     try:
-        args, kwargs = _bind(target, _convert(params, convert or {}))
+        args, kwargs = _bind(target, _convert(arguments, convert or {}))
         model = target(*args, **kwargs)
     except StagewiseError:
         raise
     except Exception as error:
-        rejected = _rejected(target, params)
+        rejected = _rejected(target, arguments)
         raise StagewiseError(
             f"model.architecture: {architecture}: the constructor failed ({type(error).__name__}: {error})"
             + (f"; it does not accept {rejected}" if rejected else "")
-            + f"; called with {sorted(params)}"
+            + f"; called with {sorted(arguments)}"
         ) from None
     if not isinstance(model, nn.Module):
         raise StagewiseError(
@@ -164,10 +165,10 @@ def construct(architecture: str, params: dict, convert: dict | None = None) -> n
     return model
 
 
-def build(architecture: str, params: dict, spec: dict | None = None, replaced_head: dict | None = None) -> nn.Module:
+def build(architecture: str, arguments: dict, spec: dict | None = None, replaced_head: dict | None = None) -> nn.Module:
     """Construct a model, replace its head layer if asked, resolve its structure and install its forward adapters."""
     spec = interface.Interface.from_dict(spec)
-    model = construct(architecture, params, spec.convert)
+    model = construct(architecture, arguments, spec.convert)
     if replaced_head:
         interface.replace_layer(model, replaced_head["layer"], replaced_head["out_features"])
     spec.apply(model, architecture)

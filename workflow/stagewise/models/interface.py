@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import StagewiseError
-from ..metadata_checks import first
+from ..metadata_checks import abbreviate
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # head layers stagewise can rebuild with another output count
 RETURNS = ("logits", "probabilities", "log_probabilities")
@@ -76,7 +76,7 @@ class Interface:
         for name in [*blocks, head]:
             if name not in modules:
                 raise StagewiseError(
-                    f"{where}: {architecture} has no submodule {name!r}; its modules: {first(modules)}"
+                    f"{where}: {architecture} has no submodule {name!r}; its modules: {abbreviate(modules)}"
                 )
         for name in layers:
             if not isinstance(dict(model.named_modules()).get(name), nn.Linear):
@@ -131,7 +131,7 @@ def expand(patterns: list[str], modules: list[str], key: str) -> list[str]:
             if m == pattern or (m.count(".") == pattern.count(".") and fnmatch.fnmatchcase(m, pattern))
         ]
         if not found:
-            raise StagewiseError(f"{key}: {pattern!r} matches no submodule; modules: {first(modules)}")
+            raise StagewiseError(f"{key}: {pattern!r} matches no submodule; modules: {abbreviate(modules)}")
         out += [m for m in found if m not in out]
     return out
 

@@ -131,7 +131,7 @@ def apply(output, fn: Callable[[torch.Tensor], torch.Tensor]):
 
 def validation_metrics(task: str, output, y: np.ndarray, names: list[str]) -> dict[str, float]:
     """The metrics of a validation pass that history.tsv records (besides val_loss)."""
-    from .. import metrics  # scikit-learn and scipy: imported by training, not by the compatibility check
+    from .. import metrics  # scikit-learn and scipy: imported by trainer, not by the compatibility check
 
     if task == "classification":
         return metrics.classification(y, output.softmax(-1).numpy(), names, top_k=[])

@@ -12,7 +12,7 @@ from ..config import derive_seed
 from ..errors import StagewiseError
 from ..files import sha256_json, write_json, write_text
 from ..io import hdf5
-from ..metadata_checks import SHOWN, Checks, first
+from ..metadata_checks import SHOWN, Checks, abbreviate
 from ..models import interface, tasks
 
 
@@ -68,13 +68,14 @@ def _match(checks: Checks, match: dict, source: dict, model: nn.Module) -> None:
                 "match",
                 "error",
                 f"pretrained.match: {old!r} is not a module of the checkpoint; its modules: "
-                f"{first(sorted({k.rsplit('.', 1)[0] for k in source}))}",
+                f"{abbreviate(sorted({k.rsplit('.', 1)[0] for k in source}))}",
             )
         if new not in modules and new not in model.state_dict():
             checks.add(
                 "match",
                 "error",
-                f"pretrained.match: {old!r} -> {new!r}: the model has no module {new!r}; its modules: {first(modules)}",
+                f"pretrained.match: {old!r} -> {new!r}: the model has no module {new!r}; "
+                f"its modules: {abbreviate(modules)}",
             )
     if match and not checks.failed():
         checks.add("match", "ok", f"checkpoint modules renamed: {match}")
@@ -98,7 +99,7 @@ def _culprits(
                 "params",
                 "error",
                 f"model.params.{key}: {old.get(key, 'default')!r} in the checkpoint, {params[key]!r} now: "
-                f"changes the shape of {first(broken)}; set it back to reuse those tensors",
+                f"changes the shape of {abbreviate(broken)}; set it back to reuse those tensors",
                 param=key,
                 tensors=broken,
             )
@@ -121,7 +122,7 @@ def _values_usable(checks: Checks, source: dict, blank: dict, keys: list[str]) -
         checks.add(
             "tensors",
             "error",
-            f"{len(broken)} checkpoint tensors hold NaN or inf values: {first(broken)}; the checkpoint "
+            f"{len(broken)} checkpoint tensors hold NaN or inf values: {abbreviate(broken)}; the checkpoint "
             "comes from a diverged or corrupted training run: use an earlier one",
             tensors=broken,
         )
@@ -182,7 +183,7 @@ def _transfer(
             "tensors",
             "error",
             f"{len(moved.missing)} tensors of the new model have no counterpart in the checkpoint: "
-            f"{first(moved.missing, target)}; map their modules with pretrained.match "
+            f"{abbreviate(moved.missing, target)}; map their modules with pretrained.match "
             f"{{checkpoint name: model name}} or "
             "replace the final layer with pretrained.head (is this checkpoint for this architecture?)",
             tensors=moved.missing,
@@ -202,7 +203,7 @@ def _transfer(
         f"{len(moved.reused)} tensors matched ({counts['reused']} values), {len(moved.widened)} widened, "
         f"{len(moved.new)} new "
         f"({counts['new']} values), {len(moved.dropped)} unmatched in the checkpoint ({counts['dropped']} values)"
-        + (f": {first(stray)} not used by the new model" if stray else ""),
+        + (f": {abbreviate(stray)} not used by the new model" if stray else ""),
     )
     if checks.failed():
         return {}, {}, counts
@@ -266,7 +267,7 @@ def _head_module(model: nn.Module, name: str | None) -> str:
     modules = [n for n, _ in model.named_modules() if n]
     if name is not None and name not in modules:
         raise StagewiseError(
-            f"pretrained.head.module: {name!r} is not a module of the model; its modules: {first(modules)}"
+            f"pretrained.head.module: {name!r} is not a module of the model; its modules: {abbreviate(modules)}"
         )
     return name or model.head_name
 

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 from torch import nn
 
-from .. import bootstrap, checkpoints, metrics, training
+from .. import bootstrap, checkpoints, metrics, trainer
 from ..files import atomic_path, sha256_file, write_json
 from ..io.batches import Batches
 from ..models import tasks
@@ -41,12 +41,12 @@ def predict(model: nn.Module, test: Batches, meta: dict, inputs: dict, knn_k: in
     """The prediction arrays of the test split (`models.tasks`); counts with labels add kNN label transfer
     (`knn_k` neighbours) from the `reference` split's latent space (labels matched by name)."""
     task = meta.get("task", "classification")
-    output, x = training.predict_stream(model, test, keep_inputs=task == "counts")
+    output, x = trainer.predict_stream(model, test, keep_inputs=task == "counts")
     data = tasks.predictions(task, output, x) | {"labels": tasks.labels(task, output, test.y)}
     if task == "counts" and test.label_names and inputs.get("reference"):
         reference = batches(inputs["reference"], meta)
         try:
-            latent = training.predict_stream(model, reference)[0]["z_mean"].numpy()
+            latent = trainer.predict_stream(model, reference)[0]["z_mean"].numpy()
             known, query = np.array(reference.label_names)[reference.y], np.array(test.label_names)[test.y]
         finally:
             reference.close()

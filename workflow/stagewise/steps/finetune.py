@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from .. import checkpoints, distributed, models, training
-from ..stages import train_and_save, where
+from .. import checkpoints, distributed, models, trainer
+from .stage import config_path, train_and_save
 
 
 def run(inputs: dict, outputs: dict, params: dict) -> None:
     """Continue from the parent checkpoint (`init: parent`) or from a random init of its architecture."""
     if distributed.world_size(params["stage"]["training"]) > 1 and distributed.context().world == 1:
         return distributed.launch(
-            "stagewise.steps.finetune:run", inputs, outputs, params, where(params["label"])
+            "stagewise.steps.finetune:run", inputs, outputs, params, config_path(params["label"])
         )  # the ranks run this again
     parent = checkpoints.load(inputs["model"])
     meta = dict(parent.meta)
     if params["init"] == "random":
-        training.seed_everything(params["stage"]["training"]["seed"])
+        trainer.seed_everything(params["stage"]["training"]["seed"])
         model = models.from_meta(meta)
         meta["new_parameters"] = []
     else:

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from .. import checkpoints, distributed, models, training
+from .. import checkpoints, distributed, models, trainer
 from ..errors import StagewiseError
 from ..io import hdf5
 from ..models import interface, tasks
-from ..stages import train_and_save, where
+from .stage import config_path, train_and_save
 
 
 def run(inputs: dict, outputs: dict, params: dict) -> None:
     """Build `model` for the source data's features, labels and covariates and train it from scratch."""
     if distributed.world_size(params["stage"]["training"]) > 1 and distributed.context().world == 1:
         return distributed.launch(
-            "stagewise.steps.pretrain:run", inputs, outputs, params, where("pretrain")
+            "stagewise.steps.pretrain:run", inputs, outputs, params, config_path("pretrain")
         )  # the ranks run this again
     with hdf5.open_split(inputs["train"]) as h5:
         layout = hdf5.layout(h5)
     meta = source_model(layout, params["model"]) | {"plugin": params.get("plugin")}
-    training.seed_everything(params["stage"]["training"]["seed"])
+    trainer.seed_everything(params["stage"]["training"]["seed"])
     model = models.from_meta(meta)
     train_and_save(model, meta, inputs, outputs, params["stage"], "pretrain")
 
@@ -48,7 +48,7 @@ def untrained(train_path: str, model_cfg: dict, seed: int) -> checkpoints.Checkp
     with hdf5.open_split(train_path) as h5:
         layout = hdf5.layout(h5)
     meta = source_model(layout, model_cfg)
-    training.seed_everything(seed)
+    trainer.seed_everything(seed)
     model = models.from_meta(meta)
     n_covariates = sum(len(names) for names in layout.categories.values())
     output = models.first_forward(model, lambda: model, layout.feature_shape, n_covariates, meta["architecture"])

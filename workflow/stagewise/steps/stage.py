@@ -11,12 +11,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoints, distributed, freezing, models, optim, training
-from . import config as sw_config
-from .errors import StagewiseError
-from .files import sha256_file, sha256_json, write_json, write_text
-from .io.batches import Batches
-from .models import tasks
+from .. import checkpoints, distributed, freezing, models, optim, trainer
+from .. import config as sw_config
+from ..errors import StagewiseError
+from ..files import sha256_file, sha256_json, write_json, write_text
+from ..io.batches import Batches
+from ..models import tasks
 
 
 def _tsv(rows: list[dict]) -> str:
@@ -27,7 +27,7 @@ def _tsv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def where(label: str) -> str:
+def config_path(label: str) -> str:
     """The config path a stage's errors name: `experiments.gradual.stages[0] (head)` for label `gradual/1_head`."""
     experiment, _, folder = label.partition("/")
     index, _, name = folder.partition("_")
@@ -39,7 +39,7 @@ def where(label: str) -> str:
 def train_and_save(model: nn.Module, meta: dict, inputs: dict, outputs: dict, stage: dict, label: str) -> None:
     """Train `model` under `stage` (`{training, policy}`) and write model_best/last, history, stage.json."""
     started = time.perf_counter()
-    path = where(label)
+    path = config_path(label)
     masks = freezing.entry_masks(model, meta.get("new_parameter_masks") or {}, "checkpoint meta new_parameter_masks")
     selection = freezing.select(model, stage["policy"], meta.get("new_parameters", []), masks, path)
     padded = meta.get("padded_features", [])
@@ -68,7 +68,7 @@ def train_and_save(model: nn.Module, meta: dict, inputs: dict, outputs: dict, st
     if ctx.main:
         shutil.rmtree(board, ignore_errors=True)  # a rerun's event files replace the previous run's
     try:
-        result = training.fit(
+        result = trainer.fit(
             model,
             train,
             val,
@@ -137,7 +137,7 @@ def validate(start: checkpoints.Checkpoint, config: dict, pretraining: bool = Fa
         ]
     )
     for label, stage in stages:
-        path = where(label)
+        path = config_path(label)
         try:
             tasks.loss_name(
                 start.meta["task"], stage["training"]["loss"], getattr(model, "likelihood", "nb"), f"{path}.loss"
