@@ -30,8 +30,12 @@ def _spec(dataset: dict, task: str = "classification") -> dict:
 
 def _prepare(tmp_path: Path, dataset: dict, task: str = "classification", split: bool = True) -> dict:
     out = tmp_path / "out"
+    if not split:  # what `stagewise check` reads: one file, every selected row
+        out.mkdir(parents=True, exist_ok=True)
+        summary = prepare.read(_spec(dataset, task), "target", task, str(out / "all.h5"))
+        return {"train": hdf5.read(out / "all.h5"), "summary": summary}
     outputs = {k: str(out / f"{k}.h5") for k in SPLITS} | {"summary": str(out / "summary.json")}
-    prepare.run({}, outputs, {"dataset": _spec(dataset, task), "name": "target", "task": task, "split": split})
+    prepare.run({}, outputs, {"dataset": _spec(dataset, task), "name": "target", "task": task})
     return {k: hdf5.read(outputs[k]) for k in SPLITS} | {"summary": json.loads(Path(outputs["summary"]).read_text())}
 
 
@@ -39,6 +43,8 @@ def _all(prepared: dict) -> dict[str, tuple[np.ndarray, str]]:
     """Every prepared sample by id: (features, label name or per-position labels)."""
     rows = {}
     for k in SPLITS:
+        if k not in prepared:
+            continue
         split = prepared[k]
         for i, sample in enumerate(split.sample_ids):
             label = split.label_names[split.y[i]] if split.y.ndim == 1 else split.y[i]

@@ -30,7 +30,8 @@ def table(n: int, seed: int = 0, batch: bool = False) -> pd.DataFrame:
 
 
 def prepare_dataset(folder: Path, split: bool = True, **spec) -> tuple[dict[str, hdf5.Split], dict]:
-    """Run the prepare_data step on `spec` (defaults filled by the schema); return the splits and summary."""
+    """Run the prepare_data step on `spec` (defaults filled by the schema); return the splits and summary.
+    `split` false: `prepare.read` instead (what `stagewise check` reads), its one file as `train`."""
     full = {
         "data": {"target": spec},
         "model": {},
@@ -38,8 +39,12 @@ def prepare_dataset(folder: Path, split: bool = True, **spec) -> tuple[dict[str,
         "experiments": {"e": {"stages": [{"name": "s"}]}},
     }
     dataset = config.validate(full, source="test")["data"]["target"]
+    if not split:  # what `stagewise check` reads: one file, every selected row
+        (folder / "out").mkdir(parents=True, exist_ok=True)
+        summary = prepare.read(dataset, "target", "classification", str(folder / "out" / "all.h5"))
+        return {"train": hdf5.read(folder / "out" / "all.h5")}, summary
     outputs = {k: str(folder / "out" / f"{k}.h5") for k in SPLITS} | {"summary": str(folder / "out" / "summary.json")}
-    prepare.run({}, outputs, {"dataset": dataset, "name": "target", "split": split})
+    prepare.run({}, outputs, {"dataset": dataset, "name": "target"})
     return {k: hdf5.read(outputs[k]) for k in SPLITS}, json.loads(Path(outputs["summary"]).read_text())
 
 
@@ -77,7 +82,7 @@ def test_without_split_every_selected_row_is_train(tmp_path):
         tmp_path / "w", train=path, covariates=["batch"], classes=["a", "b"]
     )
     kept = pd.read_csv(path)["label"].isin(["a", "b"])
-    assert summary["samples"] == {"train": int(kept.sum()), "val": 0, "test": 0}
+    assert summary["samples"] == {"train": int(kept.sum())}
     assert sorted(splits["train"].sample_ids) == sorted(i for s in split_workflow.values() for i in s.sample_ids)
     for key in ("label_names", "categories", "n_features", "source_sha256"):
         assert summary[key] == workflow_summary[key]

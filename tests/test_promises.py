@@ -372,11 +372,11 @@ def test_train_per_class_sampling_is_seeded_byte_for_byte(tmp_path):
     _prepare(tmp_path / "other", str(tmp_path / "t.csv"), 4)
     with h5py.File(tmp_path / "one/train.h5") as a, h5py.File(tmp_path / "other/train.h5") as b:
         assert set(a["sample_ids"][()]) != set(b["sample_ids"][()])
-    from stagewise.steps.prepare import _per_class  # the pick alone, from one pool: the seed decides it
+    from stagewise.splits import per_class  # the pick alone, from one pool: the seed decides it
 
     pool, codes = np.arange(0, 240, 2), np.arange(240) % 3
-    picked = {seed: _per_class(pool, codes, 5, seed) for seed in (3, 4)}
-    assert np.array_equal(_per_class(pool, codes, 5, 3), picked[3]) and not np.array_equal(picked[3], picked[4])
+    picked = {seed: per_class(pool, codes, 5, seed) for seed in (3, 4)}
+    assert np.array_equal(per_class(pool, codes, 5, 3), picked[3]) and not np.array_equal(picked[3], picked[4])
     assert np.bincount(codes[picked[3]]).tolist() == [5, 5, 5] and set(picked[3]) <= set(pool)
 
 

@@ -25,13 +25,8 @@ def _check(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
 
         def read(name: str) -> str:
-            splits = {k: f"{tmp}/{name}_{k}.h5" for k in ("train", "val", "test")}
-            prepare.run(
-                {},
-                {**splits, "summary": f"{tmp}/{name}_summary.json"},
-                {"dataset": cfg["data"][name], "name": name, "task": task, "split": False},
-            )
-            return splits["train"]
+            prepare.read(cfg["data"][name], name, task, f"{tmp}/{name}.h5")
+            return f"{tmp}/{name}.h5"
 
         if checkpoint is None:
             source = pretrain.untrained(read("source"), cfg["model"], cfg["training"]["seed"])
