@@ -48,7 +48,7 @@ def test_bootstrap_replicate_equals_scikit_learn_on_that_resample(c):
     names = [f"c{i}" for i in range(c)]
     for seed in range(5):
         idx, W = _resample(len(y), seed)
-        got = bootstrap.REPLICATES["classification"]({"labels": y, "probabilities": proba}, W, top_k=[1, 2])
+        got = bootstrap.classification({"labels": y, "probabilities": proba}, W, top_k=[1, 2])
         want = metrics.classification(y[idx], proba[idx], names, top_k=[1, 2])
         assert set(got) == set(want)
         for name in want:
@@ -65,7 +65,7 @@ def test_regression_metrics_and_their_bootstrap():
     assert got["spearman"] == pytest.approx(stats.spearmanr(y, pred).statistic)
     for seed in range(3):
         idx, W = _resample(len(y), seed)
-        rep = bootstrap.REPLICATES["regression"]({"labels": y, "predictions": pred}, W)
+        rep = bootstrap.regression({"labels": y, "predictions": pred}, W)
         want = metrics.regression(y[idx], pred[idx])
         for name in want:
             assert rep[name][0] == pytest.approx(want[name], abs=1e-10), name
@@ -89,9 +89,7 @@ def test_spliceai_top_k_and_auprc_per_class():
     proba = rng.dirichlet(np.ones(3), size=(30, 50)) + 0.3 * np.eye(3)[y]
     for seed in range(3):
         idx, W = _resample(len(y), seed)
-        rep = bootstrap.REPLICATES["sequence_labeling"](
-            {"labels": y, "probabilities": proba}, W, names=["none", "acceptor", "donor"]
-        )
+        rep = bootstrap.sequence_labeling({"labels": y, "probabilities": proba}, W, names=["none", "acceptor", "donor"])
         want = metrics.sequence_labeling(y[idx], proba[idx], ["none", "acceptor", "donor"])
         for name in want:
             assert rep[name][0] == pytest.approx(want[name], abs=1e-12), name
@@ -110,7 +108,7 @@ def test_counts_metrics_and_knn_label_transfer():
     got = metrics.counts(nll, kl, hits)
     assert got == {"nll": pytest.approx(nll.mean()), "elbo": pytest.approx(-(nll + kl).mean()), "knn_accuracy": 1.0}
     idx, W = _resample(30, 0)
-    rep = bootstrap.REPLICATES["counts"]({"nll": nll, "kl": kl, "knn_correct": hits}, W)
+    rep = bootstrap.counts({"nll": nll, "kl": kl, "knn_correct": hits}, W)
     assert rep["elbo"][0] == pytest.approx(-(nll[idx] + kl[idx]).mean())
 
 

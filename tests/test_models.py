@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
-from stagewise import likelihoods, models
+from stagewise import likelihoods, models, tasks
 from stagewise.errors import StagewiseError
-from stagewise.models import tasks
 
 BUILT_IN = {
     "mlp": ({"in_features": 12, "out_features": 3}, (5, 12)),
@@ -146,8 +145,8 @@ def test_count_loss_trains_a_cvae_and_warms_up_the_kl():
     torch.manual_seed(0)
     model = models.build("cvae", {"in_features": 20, "hidden": [32], "n_latent": 4})
     x = counts(64, seed=1)
-    loss_fn = tasks.loss(
-        "counts", {"name": "auto", "kl_warmup": 5}, np.zeros(64), 0, torch.device("cpu"), model.likelihood
+    loss_fn = tasks.get("counts").loss(
+        {"name": "auto", "kl_warmup": 5}, np.zeros(64), 0, torch.device("cpu"), model.likelihood
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.eval()
@@ -161,21 +160,22 @@ def test_count_loss_trains_a_cvae_and_warms_up_the_kl():
         optimizer.step()
     assert float(loss_fn(model.eval()(x), None, x, None).detach()) < first
     with pytest.raises(StagewiseError, match="kl_warmup"):
-        tasks.loss("counts", {"name": "nb", "beta": 2}, np.zeros(1), 0, torch.device("cpu"))
+        tasks.get("counts").loss({"name": "nb", "beta": 2}, np.zeros(1), 0, torch.device("cpu"))
     with pytest.raises(StagewiseError, match="no dropout_logits"):
-        tasks.loss("counts", {"name": "zinb"}, np.zeros(1), 0, torch.device("cpu"))(out, None, x, None)
+        tasks.get("counts").loss({"name": "zinb"}, np.zeros(1), 0, torch.device("cpu"))(out, None, x, None)
 
 
 def test_task_defaults_and_mismatched_losses():
     assert [
-        tasks.loss_name(t, {"name": "auto"}) for t in ("classification", "regression", "sequence_labeling", "counts")
+        tasks.get(t).loss_name({"name": "auto"})
+        for t in ("classification", "regression", "sequence_labeling", "counts")
     ] == ["cross_entropy", "mse", "cross_entropy", "nb"]
-    assert tasks.loss_name("counts", {"name": "auto"}, "zinb") == "zinb"
+    assert tasks.get("counts").loss_name({"name": "auto"}, "zinb") == "zinb"
     with pytest.raises(StagewiseError, match="does not fit model.task 'counts'"):
-        tasks.loss_name("counts", {"name": "focal"})
+        tasks.get("counts").loss_name({"name": "focal"})
     with pytest.raises(StagewiseError, match="unknown 'segmentation'"):
         tasks.get("segmentation")
-    assert tasks.out_features("counts", 100, 4) == 100 and tasks.out_features("classification", 100, 4) == 4
+    assert tasks.get("counts").out_features(100, 4) == 100 and tasks.get("classification").out_features(100, 4) == 4
 
 
 def test_sequence_labeling_loss_and_predictions_use_the_cropped_centre():
@@ -183,11 +183,11 @@ def test_sequence_labeling_loss_and_predictions_use_the_cropped_centre():
     logits[..., 2] = 5.0  # every output position says "donor"
     y = torch.zeros(2, 8, dtype=torch.long)
     y[:, 2:6] = 2  # the centre 4 positions are donors, the 2 flanking positions each side are not
-    loss_fn = tasks.loss("sequence_labeling", {"name": "focal", "gamma": 2.0}, y.numpy(), 3, torch.device("cpu"))
+    loss_fn = tasks.get("sequence_labeling").loss({"name": "focal", "gamma": 2.0}, y.numpy(), 3, torch.device("cpu"))
     assert float(loss_fn(logits, y, None, 1)) < 1e-4
-    fields = tasks.predictions("sequence_labeling", logits)
+    fields = tasks.get("sequence_labeling").predictions(logits)
     assert fields["probabilities"].shape == (2, 4, 3) and (fields["predictions"] == 2).all()
-    assert (tasks.labels("sequence_labeling", logits, y.numpy()) == 2).all()
+    assert (tasks.get("sequence_labeling").labels(logits, y.numpy()) == 2).all()
     with pytest.raises(StagewiseError, match="cannot be centred"):
         tasks.crop(y[:, :7], 4)
 
@@ -199,7 +199,7 @@ def test_counts_predictions_hold_the_latent_space():
     out = tasks.collect(
         [tasks.apply(model(x[:2]), torch.Tensor.detach), tasks.apply(model(x[2:]), torch.Tensor.detach)]
     )
-    fields = tasks.predictions("counts", out, x.numpy())
+    fields = tasks.get("counts").predictions(out, x.numpy())
     assert fields["latent"].shape == (5, 3) and fields["nll"].shape == fields["kl"].shape == (5,)
     assert np.allclose(fields["latent"], model(x)["z_mean"].detach().numpy(), atol=1e-6)
     assert (fields["nll"] > 0).all() and (fields["kl"] >= 0).all()

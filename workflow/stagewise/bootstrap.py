@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from . import tasks
 from .metrics import top_k_hits
 
 CELLS = 4_000_000  # weight-matrix cells held in memory at once
@@ -51,7 +52,8 @@ def curves(positive: np.ndarray, score: np.ndarray, W: np.ndarray) -> tuple[np.n
     return ap, auc
 
 
-def _classification(data: dict, W: np.ndarray, top_k: list[int] = ()) -> dict:
+def classification(data: dict, W: np.ndarray, top_k: list[int] = ()) -> dict:
+    """`metrics.classification` on each resample (rows of `W`)."""
     y, proba = data["labels"], data["probabilities"]
     n_classes = proba.shape[1]
     pred = proba.argmax(axis=1)
@@ -91,7 +93,8 @@ def _ranks(x: np.ndarray, W: np.ndarray) -> np.ndarray:
     return out
 
 
-def _regression(data: dict, W: np.ndarray) -> dict:
+def regression(data: dict, W: np.ndarray) -> dict:
+    """`metrics.regression` on each resample (rows of `W`)."""
     y = data["labels"].reshape(len(data["labels"]), -1)
     p = data["predictions"].reshape(len(y), -1)
     per_target = []
@@ -110,7 +113,8 @@ def _regression(data: dict, W: np.ndarray) -> dict:
     return {k: np.mean([m[k] for m in per_target], axis=0) for k in per_target[0]}
 
 
-def _sequence_labeling(data: dict, W: np.ndarray, names: list[str]) -> dict:
+def sequence_labeling(data: dict, W: np.ndarray, names: list[str]) -> dict:
+    """`metrics.sequence_labeling` on each resample of the sequences (rows of `W`)."""
     y, proba = data["labels"], data["probabilities"]
     Wp = np.repeat(W, y[0].size, axis=1)  # a resampled sequence brings all its positions
     flat_y, flat_p = y.reshape(-1), proba.reshape(-1, proba.shape[-1])
@@ -128,33 +132,24 @@ def _sequence_labeling(data: dict, W: np.ndarray, names: list[str]) -> dict:
     return out
 
 
-def _counts(data: dict, W: np.ndarray) -> dict:
+def counts(data: dict, W: np.ndarray) -> dict:
+    """`metrics.counts` on each resample (rows of `W`)."""
     out = {"nll": _mean(W, data["nll"]), "elbo": -_mean(W, data["nll"] + data["kl"])}
     if "knn_correct" in data:
         out["knn_accuracy"] = _mean(W, data["knn_correct"])
     return out
 
 
-REPLICATES = {
-    "classification": _classification,
-    "regression": _regression,
-    "sequence_labeling": _sequence_labeling,
-    "counts": _counts,
-}
-
-
-def options(task: str, names: list[str], top_k: list[int]) -> dict:
-    """The task-specific keyword arguments of `replicates`."""
-    return {"classification": {"top_k": top_k}, "sequence_labeling": {"names": names}}.get(task, {})
-
-
 def replicates(task: str, data: dict, resamples: int, seed: int, **options) -> dict[str, np.ndarray]:
-    """Every headline metric of `task` on each of `resamples` seeded resamples of the test samples."""
+    """Every headline metric of `task` on each of `resamples` seeded resamples of the test samples (`options`: the
+    task's `bootstrap_options`)."""
+    spec = tasks.get(task)
     first = next(iter(data.values()))
-    width = data["labels"][0].size if task == "sequence_labeling" else 1  # positions a resampled sequence brings
     with warnings.catch_warnings():  # a resample without some class leaves that class's curve undefined (nan)
         warnings.simplefilter("ignore", RuntimeWarning)
-        chunks = [REPLICATES[task](data, W, **options) for W in weights(len(first), resamples, seed, width)]
+        chunks = [
+            spec.replicate(data, W, **options) for W in weights(len(first), resamples, seed, spec.positions(data))
+        ]
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 

@@ -7,13 +7,14 @@ from scipy import stats
 from sklearn import metrics as skm
 from sklearn.neighbors import KNeighborsClassifier
 
-from .metric_names import TASK_METRICS, family
+from . import tasks
+from .metric_names import family
 
 
 def select(scores: dict, wanted: list[str] | None, task: str) -> dict:
     """The headline `scores` named by `evaluation.metrics` (None: all of the task's; checked against the task in the
     config)."""
-    names = TASK_METRICS[task] if wanted is None else wanted
+    names = tasks.get(task).headline if wanted is None else wanted
     return {name: value for name, value in scores.items() if family(name) in names}
 
 

@@ -16,11 +16,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import distributed, freezing, metric_names, optim
+from . import distributed, freezing, metric_names, optim, tasks
 from .errors import StagewiseError
 from .io.batches import Batches, batch_bounds, one_hot
 from .io.hdf5 import Split
-from .models import tasks
 
 RESIDENT_BYTES = 2 << 30  # a training set smaller than this is moved to the GPU once, not per batch
 
@@ -134,7 +133,7 @@ def _val_outputs(model: nn.Module, val: Split | Batches, categories: dict | None
     """Validation outputs, targets and inputs (None unless the loss needs them): streamed from the file, or a Split in
     RAM."""
     if isinstance(val, Batches):
-        outputs, x = predict_stream(model, val, training["precision"], keep_inputs=task == "counts")
+        outputs, x = predict_stream(model, val, training["precision"], keep_inputs=tasks.get(task).needs_inputs)
         return outputs, torch.from_numpy(val.y), x
     x = torch.from_numpy(val.X)
     return (
@@ -161,7 +160,7 @@ def _val_row(
             )
         )
     }
-    scores = tasks.validation_metrics(task, outputs, val.y, val.label_names)
+    scores = tasks.get(task).validation_metrics(outputs, val.y, val.label_names)
     return row | {f"val_{k}": v for k, v in scores.items()}
 
 
@@ -224,8 +223,8 @@ def fit(
     optimizer = optim.build_optimizer(model, selection.names, training, where)
     schedule = optim.Schedule(optimizer, training["scheduler"], epochs, n_batches, where)
     n_classes = len(train.label_names) or int(train.y.max()) + 1
-    loss_fn = tasks.loss(
-        task, training["loss"], train.y, n_classes, device, getattr(model, "likelihood", "nb"), f"{where}.loss"
+    loss_fn = tasks.get(task).loss(
+        training["loss"], train.y, n_classes, device, getattr(model, "likelihood", "nb"), f"{where}.loss"
     )
     handles = freezing.freeze_entries(model, selection.masks, optimizer)
     trained = [p for group in optimizer.param_groups for p in group["params"]]

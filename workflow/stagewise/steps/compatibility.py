@@ -7,13 +7,13 @@ import logging
 import torch
 from torch import nn
 
-from .. import checkpoints, metadata_checks, models, surgery
+from .. import checkpoints, metadata_checks, models, surgery, tasks
 from ..config import derive_seed
 from ..errors import StagewiseError
 from ..files import sha256_json, write_json, write_text
 from ..io import hdf5
 from ..metadata_checks import SHOWN, Checks, abbreviate
-from ..models import interface, tasks
+from ..models import interface
 
 
 def _values(state: dict, names: list[str]) -> int:
@@ -304,7 +304,7 @@ def _outputs(
     except StagewiseError as error:
         checks.add("model", "error", str(error))
         return
-    problem = tasks.output_problem(task, output, n_out, data.label_shape)
+    problem = tasks.get(task).output_problem(output, n_out, data.label_shape)
     if problem:
         checks.add(
             "model",

@@ -6,10 +6,9 @@ import h5py
 import numpy as np
 from torch import nn
 
-from .. import bootstrap, checkpoints, metrics, trainer
+from .. import bootstrap, checkpoints, metrics, tasks, trainer
 from ..files import atomic_path, sha256_file, write_json
 from ..io.batches import Batches
-from ..models import tasks
 
 PROVENANCE = [
     "architecture",
@@ -38,31 +37,20 @@ def batches(path: str, meta: dict) -> Batches:
 
 
 def predict(model: nn.Module, test: Batches, meta: dict, inputs: dict, knn_k: int = 15) -> dict:
-    """The prediction arrays of the test split (`models.tasks`); counts with labels add kNN label transfer
-    (`knn_k` neighbours) from the `reference` split's latent space (labels matched by name)."""
-    task = meta.get("task", "classification")
-    output, x = trainer.predict_stream(model, test, keep_inputs=task == "counts")
-    data = tasks.predictions(task, output, x) | {"labels": tasks.labels(task, output, test.y)}
-    if task == "counts" and test.label_names and inputs.get("reference"):
+    """The prediction arrays of the test split (`tasks`); a task with a latent space (counts) and labels adds kNN
+    label transfer (`knn_k` neighbours) from the `reference` split's latent space (labels matched by name)."""
+    task = tasks.get(meta.get("task", "classification"))
+    output, x = trainer.predict_stream(model, test, keep_inputs=task.needs_inputs)
+    data = task.predictions(output, x) | {"labels": task.labels(output, test.y)}
+    if task.latent_key and test.label_names and inputs.get("reference"):
         reference = batches(inputs["reference"], meta)
         try:
-            latent = trainer.predict_stream(model, reference)[0]["z_mean"].numpy()
+            latent = trainer.predict_stream(model, reference)[0][task.latent_key].numpy()
             known, query = np.array(reference.label_names)[reference.y], np.array(test.label_names)[test.y]
         finally:
             reference.close()
         data["knn_correct"] = metrics.knn_hits(latent, known, data["latent"], query, knn_k)
     return data
-
-
-def score(task: str, data: dict, names: list[str], top_k: list[int]) -> dict:
-    """The headline metrics of `task` from the prediction arrays."""
-    if task == "classification":
-        return metrics.classification(data["labels"], data["probabilities"], names, top_k)
-    if task == "regression":
-        return metrics.regression(data["labels"], data["predictions"])
-    if task == "sequence_labeling":
-        return metrics.sequence_labeling(data["labels"], data["probabilities"], names)
-    return metrics.counts(data["nll"], data["kl"], data.get("knn_correct"))
 
 
 def _write_predictions(path: str, data: dict, sample_ids: list[str], label_names: list[str], task: str) -> None:
@@ -78,7 +66,8 @@ def _write_predictions(path: str, data: dict, sample_ids: list[str], label_names
 def run(inputs: dict, outputs: dict, params: dict) -> None:
     """Predict the test split with the checkpoint, score it with bootstrap intervals, write both files."""
     ckpt = checkpoints.load(inputs["model"])
-    task = tasks.get(ckpt.meta.get("task", "classification")).name
+    spec = tasks.get(ckpt.meta.get("task", "classification"))
+    task = spec.name
     test = batches(inputs["test"], ckpt.meta)
     try:
         data = predict(checkpoints.build_model(ckpt), test, ckpt.meta, inputs, params["evaluation"].get("knn_k", 15))
@@ -86,10 +75,10 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
     finally:
         test.close()
     evaluation, names = params["evaluation"], test.label_names
-    scores = metrics.select(score(task, data, names, evaluation["top_k"]), evaluation["metrics"], task)
+    scores = metrics.select(spec.score(data, names, evaluation["top_k"]), evaluation["metrics"], task)
     resamples, seed = evaluation["bootstrap"], evaluation["seed"]
     reps = (
-        bootstrap.replicates(task, data, resamples, seed, **bootstrap.options(task, names, evaluation["top_k"]))
+        bootstrap.replicates(task, data, resamples, seed, **spec.bootstrap_options(names, evaluation["top_k"]))
         if resamples
         else {}
     )
@@ -105,8 +94,6 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
         "provenance": {key: ckpt.meta[key] for key in PROVENANCE if key in ckpt.meta},
         "effective_config": ckpt.meta.get("stage"),
     }
-    if task == "classification":
-        result["per_class"] = metrics.per_class(data["labels"], data["probabilities"], names)
-        result["confusion"] = metrics.confusion(data["labels"], data["predictions"], names)
+    result |= spec.details(data, names)
     _write_predictions(outputs["predictions"], data, sample_ids, names, task)
     write_json(outputs["metrics"], result)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .. import checkpoints, distributed, models, trainer
+from .. import checkpoints, distributed, models, tasks, trainer
 from ..errors import StagewiseError
 from ..io import hdf5
-from ..models import interface, tasks
+from ..models import interface
 from .stage import config_path, train_and_save
 
 
@@ -28,7 +28,7 @@ def source_model(layout: hdf5.Layout, model_cfg: dict) -> dict:
     covariates."""
     features, labels, categories = layout.feature_names, layout.label_names, layout.categories
     n_covariates = sum(len(names) for names in categories.values())
-    n_outputs = tasks.out_features(model_cfg["task"], len(features), len(labels))
+    n_outputs = tasks.get(model_cfg["task"]).out_features(len(features), len(labels))
     sizes = models.data_sizes(layout.feature_shape, len(features), n_outputs, n_covariates, len(labels))
     names = models.size_map(model_cfg["architecture"], model_cfg.get("from_data"), bool(n_covariates))
     meta = {
@@ -52,11 +52,9 @@ def untrained(train_path: str, model_cfg: dict, seed: int) -> checkpoints.Checkp
     model = models.from_meta(meta)
     n_covariates = sum(len(names) for names in layout.categories.values())
     output = models.first_forward(model, lambda: model, layout.feature_shape, n_covariates, meta["architecture"])
-    problem = tasks.output_problem(
-        model_cfg["task"],
-        output,
-        tasks.out_features(model_cfg["task"], len(layout.feature_names), len(layout.label_names)),
-        layout.label_shape,
+    task = tasks.get(model_cfg["task"])
+    problem = task.output_problem(
+        output, task.out_features(len(layout.feature_names), len(layout.label_names)), layout.label_shape
     )
     if problem:
         raise StagewiseError(

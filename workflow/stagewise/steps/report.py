@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .. import bootstrap, metric_names
+from .. import bootstrap, metric_names, tasks
 from ..errors import StagewiseError
 from ..files import atomic_path, write_text
 from ..report import html, plots
@@ -37,7 +37,7 @@ def _paired(models: list[dict], evaluation: dict) -> dict[str, dict]:
     if scratch is None or not evaluation["bootstrap"]:
         return {}
     task, names = scratch["result"]["task"], scratch["result"]["label_names"]
-    options = bootstrap.options(task, names, evaluation["top_k"])
+    options = tasks.get(task).bootstrap_options(names, evaluation["top_k"])
     draw = {"resamples": evaluation["bootstrap"], "seed": evaluation["seed"], **options}
     base_data, base_ids = _predictions(Path(scratch["dir"]))
     base = bootstrap.replicates(task, base_data, **draw)
@@ -69,7 +69,7 @@ def metrics_table(models: list[dict], paired: dict) -> pd.DataFrame:
     for model in models:
         result = model["result"]
         row = {"experiment": model["experiment"], "stage": model["stage"], "n_test": result["n_test"]}
-        order = metric_names.TASK_METRICS[result["task"]]
+        order = tasks.get(result["task"]).headline
         for name in sorted(result["metrics"], key=lambda n: order.index(metric_names.family(n))):
             value = result["metrics"][name]
             row[name] = value
@@ -121,7 +121,7 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
     evaluation = params["evaluation"]
     task = models[0]["result"]["task"]
     scores = models[0]["result"]["metrics"]
-    primary = metric_names.PRIMARY[task] if metric_names.PRIMARY[task] in scores else next(iter(scores))
+    primary = tasks.get(task).primary if tasks.get(task).primary in scores else next(iter(scores))
     paired = _paired(models, evaluation)
     table = metrics_table(models, paired)
     write_text(outputs["metrics"], table.to_csv(sep="\t", index=False, float_format="%.6g"))

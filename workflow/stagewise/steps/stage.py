@@ -11,12 +11,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import checkpoints, distributed, freezing, models, optim, trainer
+from .. import checkpoints, distributed, freezing, models, optim, tasks, trainer
 from .. import config as sw_config
 from ..errors import StagewiseError
 from ..files import sha256_file, sha256_json, write_json, write_text
 from ..io.batches import Batches
-from ..models import tasks
 
 
 def _tsv(rows: list[dict]) -> str:
@@ -139,8 +138,8 @@ def validate(start: checkpoints.Checkpoint, config: dict, pretraining: bool = Fa
     for label, stage in stages:
         path = config_path(label)
         try:
-            tasks.loss_name(
-                start.meta["task"], stage["training"]["loss"], getattr(model, "likelihood", "nb"), f"{path}.loss"
+            tasks.get(start.meta["task"]).loss_name(
+                stage["training"]["loss"], getattr(model, "likelihood", "nb"), f"{path}.loss"
             )
             selection = freezing.select(model, stage["policy"], start.meta.get("new_parameters", []), masks, path)
             optimizer = optim.build_optimizer(model, selection.names, stage["training"], path, dry_run=True)
