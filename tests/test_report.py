@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from conftest import snakemake
 from matplotlib import image
+from stagewise import paths
 from stagewise.errors import StagewiseError
 from stagewise.report import html
 from stagewise.steps import evaluate, report
@@ -102,6 +103,32 @@ def test_snakemake_report_bundles_the_marked_figures_and_tables(tiny_run, tmp_pa
         "test_metrics.json",
     ]:
         assert any(name.endswith(expected) for name in names), expected
+
+
+def test_benchmark_paths_and_stage_labels_read_back_as_the_rules_build_them(tmp_path):
+    """The rules name benchmark files and stage labels with `stagewise.paths`; the report and the stages read them
+    back with it."""
+    label = paths.stage_label("gradual", "2_top")
+    assert label == paths.STAGE_LABEL.format(experiment="gradual", index=2, stage="top")
+    assert paths.config_path(label) == "experiments.gradual.stages[1] (top)"
+    assert paths.config_path(paths.SCRATCH_LABEL) == "baselines/scratch"
+    assert paths.config_path(paths.PRETRAIN_LABEL) == "pretrained.training"
+    assert paths.benchmark("finetune") == "benchmarks/finetune/{experiment}/{index}_{stage}.tsv"
+    assert paths.log("evaluate") == "logs/evaluate/{model}.log"
+    jobs = [("finetune", label), ("evaluate", "gradual/stages/2_top"), ("check_compatibility", None)]
+    files = []
+    for rule, job in jobs:
+        files.append(tmp_path / paths.benchmark(rule, job))
+        files[-1].parent.mkdir(parents=True, exist_ok=True)
+        files[-1].write_text("s\tmax_rss\n1.5\t-\n")
+    assert [paths.benchmark_job(str(f.relative_to(tmp_path))) for f in files] == [
+        ("finetune", "gradual/2_top"),
+        ("evaluate", "gradual/stages/2_top"),
+        ("check_compatibility", "check_compatibility"),
+    ]
+    table = report.benchmarks([str(f) for f in files])  # absolute paths read back the same
+    assert table[["rule", "job"]].values.tolist() == [[r, j or paths.JOBS[r]] for r, j in jobs]
+    assert table.seconds.tolist() == [1.5] * 3 and table.max_rss_mb.isna().all()
 
 
 def test_paired_bootstrap_refuses_predictions_of_other_test_samples(tmp_path):

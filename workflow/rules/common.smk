@@ -1,6 +1,8 @@
 import stagewise
 from stagewise import config as sw_config
+from stagewise import paths as sw_paths
 from stagewise import resources as sw_resources
+from stagewise import tasks as sw_tasks
 from stagewise.errors import StagewiseError
 from snakemake.exceptions import WorkflowError
 
@@ -153,7 +155,7 @@ def get_eval_model(wildcards):
 def get_knn_reference():
     """Labelled samples whose latent space kNN label transfer starts from: the training split of
     evaluation.knn_reference, by default the source data when there is one."""
-    if config["model"]["task"] != "counts":
+    if not sw_tasks.get(config["model"]["task"]).latent_key:
         return []
     dataset = config["evaluation"].get("knn_reference") or (
         "source" if "source" in config["data"] else "target"
@@ -210,18 +212,18 @@ def get_report_predictions():
 def get_report_benchmarks():
     """The benchmark file of every job before the report (its time and memory table)."""
     pretrain = config["pretrained"]["checkpoint"] is None
-    jobs = ["prepare_data/target", "check_compatibility/check_compatibility"]
-    jobs += ["prepare_data/source", "pretrain/pretrain"] if pretrain else []
+    jobs = [("prepare_data", "target"), ("check_compatibility", None)]
+    jobs += [("prepare_data", "source"), ("pretrain", None)] if pretrain else []
     jobs += [
-        f"finetune/{name}/{folder}"
+        ("finetune", sw_paths.stage_label(name, folder))
         for name in config["experiments"]
         for folder in sw_config.stage_dirs(config, name)
     ]
     models = get_evaluated_models()
     if any(m["dir"] == "results/baselines/scratch" for m in models):
-        jobs.append("train_scratch/scratch")
-    jobs += [f"evaluate/{m['dir'].removeprefix('results/')}" for m in models]
-    return [f"benchmarks/{job}.tsv" for job in jobs]
+        jobs.append(("train_scratch", None))
+    jobs += [("evaluate", m["dir"].removeprefix("results/")) for m in models]
+    return [sw_paths.benchmark(rule, job) for rule, job in jobs]
 
 
 def get_report_histories():

@@ -9,9 +9,9 @@ rule pretrain:
         history="results/pretrain/history.tsv",
         stage="results/pretrain/stage.json",
     log:
-        "logs/pretrain/pretrain.log",
+        sw_paths.log("pretrain"),
     benchmark:
-        "benchmarks/pretrain/pretrain.tsv"
+        sw_paths.benchmark("pretrain")
     conda:
         "../../envs/stagewise.yaml"
     threads: training_threads(get_pretrain_params)
@@ -39,9 +39,9 @@ rule check_compatibility:
         txt="results/compatibility.txt",
         model="results/start/model.pt",
     log:
-        "logs/check_compatibility/check_compatibility.log",
+        sw_paths.log("check_compatibility"),
     benchmark:
-        "benchmarks/check_compatibility/check_compatibility.tsv"
+        sw_paths.benchmark("check_compatibility")
     localrule: True
     conda:
         "../../envs/stagewise.yaml"

@@ -13,9 +13,9 @@ rule evaluate:
         ),
         predictions="results/{model}/test_predictions.h5",
     log:
-        "logs/evaluate/{model}.log",
+        sw_paths.log("evaluate"),
     benchmark:
-        "benchmarks/evaluate/{model}.tsv"
+        sw_paths.benchmark("evaluate")
     conda:
         "../../envs/stagewise.yaml"
     threads: THREADS

@@ -10,9 +10,9 @@ rule finetune:
         history="results/{experiment}/stages/{index}_{stage}/history.tsv",
         stage="results/{experiment}/stages/{index}_{stage}/stage.json",
     log:
-        "logs/finetune/{experiment}/{index}_{stage}.log",
+        sw_paths.log("finetune"),
     benchmark:
-        "benchmarks/finetune/{experiment}/{index}_{stage}.tsv"
+        sw_paths.benchmark("finetune")
     conda:
         "../../envs/stagewise.yaml"
     threads: training_threads(get_stage_params)
@@ -23,7 +23,7 @@ rule finetune:
     params:
         stage=get_stage_params,
         init="parent",
-        label="{experiment}/{index}_{stage}",
+        label=sw_paths.STAGE_LABEL,
         version=VERSION,
     script:
         "../scripts/finetune.py"
@@ -41,9 +41,9 @@ rule train_scratch:
         history="results/baselines/scratch/history.tsv",
         stage="results/baselines/scratch/stage.json",
     log:
-        "logs/train_scratch/scratch.log",
+        sw_paths.log("train_scratch"),
     benchmark:
-        "benchmarks/train_scratch/scratch.tsv"
+        sw_paths.benchmark("train_scratch")
     conda:
         "../../envs/stagewise.yaml"
     threads: training_threads(get_scratch_params)
@@ -54,7 +54,7 @@ rule train_scratch:
     params:
         stage=get_scratch_params,
         init="random",
-        label="baselines/scratch",
+        label=sw_paths.SCRATCH_LABEL,
         version=VERSION,
     script:
         "../scripts/finetune.py"

@@ -9,9 +9,9 @@ rule prepare_data:
         test="results/data/{dataset}/test.h5",
         summary="results/data/{dataset}/summary.json",
     log:
-        "logs/prepare_data/{dataset}.log",
+        sw_paths.log("prepare_data"),
     benchmark:
-        "benchmarks/prepare_data/{dataset}.tsv"
+        sw_paths.benchmark("prepare_data")
     localrule: sw_resources.local_prepare(RAW_BYTES)
     conda:
         "../../envs/stagewise.yaml"

@@ -26,9 +26,9 @@ rule report:
             labels={"figure": "{figure}"},
         ),
     log:
-        "logs/report/report.log",
+        sw_paths.log("report"),
     benchmark:
-        "benchmarks/report/report.tsv"
+        sw_paths.benchmark("report")
     localrule: True
     conda:
         "../../envs/stagewise.yaml"

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .. import bootstrap, metric_names, tasks
+from .. import paths as sw_paths
 from ..errors import StagewiseError
 from ..files import atomic_path, write_text
 from ..report import html, plots
@@ -85,12 +86,12 @@ def benchmarks(paths: list[str]) -> pd.DataFrame:
     """Snakemake's benchmark files: one row per job (rule, job, seconds, peak resident memory in MB)."""
     rows = []
     for path in paths:
-        parts = Path(path).with_suffix("").parts
+        rule, job = sw_paths.benchmark_job(path)
         bench = pd.read_csv(path, sep="\t").iloc[0]
         rows.append(
             {
-                "rule": parts[1],
-                "job": "/".join(parts[2:]),
+                "rule": rule,
+                "job": job,
                 "seconds": float(bench["s"]),
                 "max_rss_mb": float(bench["max_rss"]) if bench["max_rss"] != "-" else np.nan,
             }

@@ -16,6 +16,7 @@ from .. import config as sw_config
 from ..errors import StagewiseError
 from ..files import sha256_file, sha256_json, write_json, write_text
 from ..io.batches import Batches
+from ..paths import PRETRAIN_LABEL, config_path, stage_label
 
 
 def _tsv(rows: list[dict]) -> str:
@@ -24,15 +25,6 @@ def _tsv(rows: list[dict]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
-
-
-def config_path(label: str) -> str:
-    """The config path a stage's errors name: `experiments.gradual.stages[0] (head)` for label `gradual/1_head`."""
-    experiment, _, folder = label.partition("/")
-    index, _, name = folder.partition("_")
-    if experiment == "baselines" or not index.isdigit():
-        return {"pretrain": "pretrained.training"}.get(label, label)
-    return f"experiments.{experiment}.stages[{int(index) - 1}] ({name})"
 
 
 def train_and_save(model: nn.Module, meta: dict, inputs: dict, outputs: dict, stage: dict, label: str) -> None:
@@ -127,10 +119,10 @@ def validate(start: checkpoints.Checkpoint, config: dict, pretraining: bool = Fa
         model, start.meta.get("new_parameter_masks") or {}
     )  # the start model's: one for all stages
     stages = (
-        [("pretrain", sw_config.pretrain_config(config))]
+        [(PRETRAIN_LABEL, sw_config.pretrain_config(config))]
         if pretraining
         else [
-            (f"{experiment}/{folder}", sw_config.stage_config(config, experiment, index))
+            (stage_label(experiment, folder), sw_config.stage_config(config, experiment, index))
             for experiment in config["experiments"]
             for index, folder in enumerate(sw_config.stage_dirs(config, experiment))
         ]
