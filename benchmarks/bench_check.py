@@ -48,6 +48,7 @@ print(compatibility.render(report))
 def _write_project(folder: Path, gib: float) -> Path:
     """The checkpoint, the target data and the config; returns the config's path."""
     from stagewise import checkpoints
+    from stagewise.metadata import CheckpointMeta
     from stagewise.models.mlp import MLP
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -57,13 +58,13 @@ def _write_project(folder: Path, gib: float) -> Path:
         shapes = MLP(**params).state_dict()
     state = {k: torch.full(v.shape, 0.01, dtype=v.dtype) for k, v in shapes.items()}
     names = [f"f{i}" for i in range(WIDTH)]
-    meta = {
-        "architecture": "mlp",
-        "params": params,
-        "task": "classification",
-        "feature_names": names,
-        "label_names": [str(i) for i in range(10)],
-    }
+    meta = CheckpointMeta(
+        architecture="mlp",
+        params=params,
+        task="classification",
+        feature_names=names,
+        label_names=[str(i) for i in range(10)],
+    )
     checkpoints.save(folder / "big.pt", state, meta)
     rng = np.random.default_rng(0)
     np.savez(

@@ -306,17 +306,15 @@ def epoch_cpu(folder: Path, epochs: int = 5, rounds: int = 3, threads: int | Non
     for _ in range(rounds):
         start = checkpoints.load(results / "start/model.pt")
         model = checkpoints.build_model(start)
-        masks = freezing.entry_masks(model, start.meta.get("new_parameter_masks") or {})
-        selection = freezing.select(model, stage["policy"], start.meta.get("new_parameters", []), masks, "timing")
-        kwargs = dict(feature_names=start.meta["feature_names"], categories=start.meta.get("categories"))
+        masks = freezing.entry_masks(model, start.meta.new_parameter_masks or {})
+        selection = freezing.select(model, stage["policy"], start.meta.new_parameters or [], masks, "timing")
+        kwargs = dict(feature_names=start.meta.feature_names, categories=start.meta.categories)
         train = Batches(
             str(results / "data/target/train.h5"), stage["training"]["batch_size"], shuffle=True, seed=0, **kwargs
         )
         val = Batches(str(results / "data/target/val.h5"), stage["training"]["batch_size"], **kwargs)
         c = time.process_time()
-        trainer.fit(
-            model, train, val, stage["training"], selection, "timing", start.meta.get("categories"), None, "counts"
-        )
+        trainer.fit(model, train, val, stage["training"], selection, "timing", start.meta.categories, None, "counts")
         times["stagewise"].append((time.process_time() - c) / epochs)
         train.close()
         val.close()

@@ -12,16 +12,17 @@ import pytest
 import torch
 from stagewise import checkpoints
 from stagewise.errors import StagewiseError
+from stagewise.metadata import CheckpointMeta
 from stagewise.models.mlp import MLP
 from torch import nn
 
-META = {
-    "architecture": "mlp",
-    "params": {"in_features": 4, "out_features": 2, "hidden": [3]},
-    "feature_names": list("abcd"),
-    "label_names": ["x", "y"],
-    "categories": {"batch": ["b1", "b2"]},
-}
+META = CheckpointMeta(
+    architecture="mlp",
+    params={"in_features": 4, "out_features": 2, "hidden": [3]},
+    feature_names=list("abcd"),
+    label_names=["x", "y"],
+    categories={"batch": ["b1", "b2"]},
+)
 
 
 @pytest.fixture
@@ -49,9 +50,30 @@ def test_stagewise_checkpoint_round_trips_with_its_metadata(tmp_path, model, nam
     checkpoints.save(tmp_path / name, model.state_dict(), META)
     loaded = checkpoints.load(tmp_path / name)
     assert same(loaded.state_dict, model.state_dict())
-    assert {k: loaded.meta[k] for k in META} == META
-    assert loaded.meta["format_version"] == checkpoints.FORMAT
+    assert loaded.meta.to_dict().items() >= META.to_dict().items()
+    assert loaded.meta.format_version == checkpoints.FORMAT
     assert checkpoints.build_model(loaded)(torch.ones(2, 4)).shape == (2, 2)
+
+
+def test_metadata_keeps_its_key_order_nulls_and_unknown_keys():
+    recorded = {"label": "start", "parent": None, "from_a_newer_version": [1], "architecture": "mlp"}
+    meta = CheckpointMeta.from_dict(recorded)
+    assert list(meta.to_dict().items()) == list(recorded.items()) and meta.extra == {"from_a_newer_version": [1]}
+    child = meta.replace(epoch=3, parent="p.pt")
+    assert list(child.to_dict()) == [*recorded, "epoch"] and child.parent == "p.pt" and meta.parent is None
+    built = CheckpointMeta(task="regression", architecture="mlp")  # set by the constructor: field order
+    built.update(parent=None)  # set later: after the others, even when None
+    assert list(built.to_dict().items()) == [("architecture", "mlp"), ("task", "regression"), ("parent", None)]
+    with pytest.raises(TypeError, match="no field colour"):
+        built.update(colour="red")
+
+
+@pytest.mark.parametrize("name", ["model.pt", "model.safetensors"])
+def test_a_checkpoint_saved_again_keeps_its_bytes(tmp_path, model, name):
+    checkpoints.save(tmp_path / name, model.state_dict(), META.replace(parent=None, stage={"epochs": 2}))
+    loaded = checkpoints.load(tmp_path / name)
+    checkpoints.save(tmp_path / f"again_{name}", loaded.state_dict, loaded.meta)
+    assert (tmp_path / name).read_bytes() == (tmp_path / f"again_{name}").read_bytes()
 
 
 def test_safetensors_keeps_the_metadata_in_its_header(tmp_path, model):
@@ -66,7 +88,8 @@ def test_safetensors_keeps_the_metadata_in_its_header(tmp_path, model):
 def test_plain_state_dict(tmp_path, model, name):
     torch.save(model.state_dict(), tmp_path / name)
     loaded = checkpoints.load(tmp_path / name)
-    assert same(loaded.state_dict, model.state_dict()) and loaded.meta == {} and loaded.origin == "plain state_dict"
+    assert same(loaded.state_dict, model.state_dict()) and loaded.meta == CheckpointMeta()
+    assert loaded.origin == "plain state_dict"
 
 
 @pytest.mark.parametrize("key", checkpoints.WRAPPERS)
@@ -90,7 +113,7 @@ def test_lightning_ckpt_prefix_stripped_and_hyper_parameters_kept(tmp_path, mode
     torch.save(lightning, tmp_path / "last.ckpt")
     loaded = checkpoints.load(tmp_path / "last.ckpt")
     assert same(loaded.state_dict, model.state_dict())
-    assert loaded.meta == {"hyper_parameters": {"hidden": [3], "lr": 0.01}}
+    assert loaded.meta.to_dict() == {"hyper_parameters": {"hidden": [3], "lr": 0.01}}
     assert "'model.' stripped" in loaded.origin
 
 

@@ -14,6 +14,7 @@ from conftest import snakemake, write_config
 from stagewise import checkpoints, cli
 from stagewise.errors import StagewiseError
 from stagewise.io import hdf5
+from stagewise.metadata import CheckpointMeta
 from stagewise.models.mlp import MLP
 from stagewise.steps import compatibility, evaluate
 
@@ -65,7 +66,7 @@ def write_checkpoint(path, params=PARAMS, plain=False, rename=None, **meta) -> d
             "feature_names": FEATURES,
             "label_names": LABELS,
         } | meta
-        checkpoints.save(path, state, meta)
+        checkpoints.save(path, state, CheckpointMeta.from_dict(meta))
     return state
 
 
@@ -79,7 +80,7 @@ def run_check(tmp_path, pre=None, model=MODEL, seed=0, **data):
     )
 
 
-def as_the_model_reads(path, meta: dict) -> np.ndarray:
+def as_the_model_reads(path, meta: CheckpointMeta) -> np.ndarray:
     """The features of a prepared split as the workflow feeds them to the model (evaluate's and a stage's
     `Batches`: columns in the checkpoint's order, padded ones zero)."""
     test = evaluate.batches(str(path), meta)
@@ -100,7 +101,7 @@ def test_matching_checkpoint_is_reused_tensor_for_tensor(tmp_path):
     assert start.state_dict.keys() == state.keys() and all(
         torch.equal(start.state_dict[k], v) for k, v in state.items()
     )
-    assert start.meta["new_parameters"] == [] and start.meta["feature_names"] == FEATURES
+    assert start.meta.new_parameters == [] and start.meta.feature_names == FEATURES
     assert report["parameters"]["reused"] == sum(v.numel() for v in state.values()) and report["parameters"]["new"] == 0
 
 
@@ -125,7 +126,7 @@ def test_features_reorder_permutes_the_data_to_the_checkpoints_order(tmp_path):
     write_checkpoint(tmp_path / "ck.pt")
     report, start = run_check(tmp_path, features=FEATURES[::-1])
     check = next(c for c in report["checks"] if c["check"] == "features")
-    assert check["status"] == "warning" and check["out_of_order"] and start.meta["feature_names"] == FEATURES
+    assert check["status"] == "warning" and check["out_of_order"] and start.meta.feature_names == FEATURES
     data = hdf5.read(tmp_path / "train.h5")
     np.testing.assert_array_equal(as_the_model_reads(tmp_path / "train.h5", start.meta), data.X[:, ::-1])
 
@@ -153,7 +154,7 @@ def test_features_pad_zero_fills_missing_and_drops_extra(tmp_path):
     write_checkpoint(tmp_path / "ck.pt")
     found = ["x9", "g5", "g0", "g1", "g2"]  # g3, g4 missing; x9 extra; order differs
     report, start = run_check(tmp_path, pretrained(features="pad"), features=found)
-    assert report["status"] == "warning" and start.meta["padded_features"] == ["g3", "g4"]
+    assert report["status"] == "warning" and start.meta.padded_features == ["g3", "g4"]
     assert "2 zero-filled" in compatibility.render(report) and "1 dropped" in compatibility.render(report)
     data = hdf5.read(tmp_path / "train.h5")
     aligned = as_the_model_reads(tmp_path / "train.h5", start.meta)
@@ -162,7 +163,7 @@ def test_features_pad_zero_fills_missing_and_drops_extra(tmp_path):
     np.testing.assert_array_equal(aligned[:, [0, 1, 2, 5]], data.X[:, [2, 3, 4, 1]])
     with pytest.raises(StagewiseError, match="features: pad"):
         as_the_model_reads(
-            tmp_path / "train.h5", {**start.meta, "padded_features": []}
+            tmp_path / "train.h5", start.meta.replace(padded_features=[])
         )  # not declared as padded: refused
 
 
@@ -178,7 +179,7 @@ def test_plain_state_dict_takes_feature_names_from_a_file(tmp_path):
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(LABELS) + "\n")
     report, start = run_check(tmp_path, pretrained(feature_names=str(names), label_names=str(labels)), model=model)
-    assert start.meta["feature_names"] == FEATURES[::-1]
+    assert start.meta.feature_names == FEATURES[::-1]
     assert {c["check"]: c["status"] for c in report["checks"]}["features"] == "warning"
     report, _ = run_check(tmp_path, pretrained(feature_names=str(tmp_path / "absent.txt")), model=model)
     assert "pretrained.feature_names: file" in errors(report)[0] and "absent.txt" in errors(report)[0]
@@ -198,7 +199,7 @@ def test_a_plain_state_dicts_label_order_is_never_assumed(tmp_path):
     labels.write_text("c\na\nb\n")  # the lab's order: output 0 is c, 1 is a, 2 is b
     report, start = run_check(tmp_path, pretrained(label_names=str(labels)), model=model)
     assert start is not None and "rows are reordered" in compatibility.render(report)
-    assert start.meta["label_names"] == LABELS
+    assert start.meta.label_names == LABELS
     for key in ("head.weight", "head.bias"):  # target a, b, c = checkpoint rows 1, 2, 0
         assert torch.equal(start.state_dict[key], state[key][[1, 2, 0]])
     labels.write_text("a\nb\nx\n")
@@ -296,8 +297,8 @@ def test_head_replacement_is_seeded_and_records_the_labels(tmp_path):
     assert torch.equal(start.state_dict["head.weight"], again.state_dict["head.weight"])
     assert not torch.equal(start.state_dict["head.weight"], other_seed.state_dict["head.weight"])
     assert torch.equal(start.state_dict["encoder.1.linear.weight"], state["encoder.1.linear.weight"])
-    assert start.meta["new_parameters"] == ["head.weight", "head.bias"] and start.meta["label_names"] == ["odd", "even"]
-    assert start.meta["head"]["old_label_names"] == LABELS and start.meta["head"]["new_label_names"] == ["odd", "even"]
+    assert start.meta.new_parameters == ["head.weight", "head.bias"] and start.meta.label_names == ["odd", "even"]
+    assert start.meta.head["old_label_names"] == LABELS and start.meta.head["new_label_names"] == ["odd", "even"]
     assert report["parameters"]["tensors"]["dropped"] == ["head.weight", "head.bias"]
 
 
@@ -327,10 +328,10 @@ def test_new_categories_widen_every_covariate_layer(tmp_path, declared):
     pre = pretrained(new_categories={"batch": ["b3"]} if declared else {})
     report, start = run_check(tmp_path, pre, categories={"batch": ["b3", "b1", "b2"]})
     assert report["status"] == ("ok" if declared else "warning"), compatibility.render(report)
-    assert start.meta["categories"] == {"batch": ["b1", "b2", "b3"]} and start.meta["params"]["n_covariates"] == 3
+    assert start.meta.categories == {"batch": ["b1", "b2", "b3"]} and start.meta.params["n_covariates"] == 3
     layers = {"encoder.0.linear.weight": 6, "encoder.1.linear.weight": 8}  # covariates follow these input widths
-    assert start.meta["new_parameter_masks"] == {k: [[w + 2, w + 3]] for k, w in layers.items()}
-    assert set(start.meta["new_parameters"]) == set(layers)
+    assert start.meta.new_parameter_masks == {k: [[w + 2, w + 3]] for k, w in layers.items()}
+    assert set(start.meta.new_parameters) == set(layers)
     for key, width in layers.items():
         new, old = start.state_dict[key], state[key]
         assert new.shape == (old.shape[0], old.shape[1] + 1)
@@ -344,7 +345,7 @@ def test_surgery_with_two_covariates_keeps_each_block_in_place(tmp_path):
     state = write_checkpoint(tmp_path / "ck.pt", params, categories={"batch": ["b1", "b2"], "site": ["s1", "s2"]})
     _, start = run_check(tmp_path, categories={"batch": ["b1", "b2", "b3"], "site": ["s1", "s2", "s3"]})
     new, old = start.state_dict["encoder.0.linear.weight"], state["encoder.0.linear.weight"]
-    assert start.meta["new_parameter_masks"] == {"encoder.0.linear.weight": [[8, 9], [11, 12]]}
+    assert start.meta.new_parameter_masks == {"encoder.0.linear.weight": [[8, 9], [11, 12]]}
     assert torch.equal(new[:, :8], old[:, :8]) and torch.equal(new[:, 9:11], old[:, 8:10])
 
 
@@ -366,8 +367,8 @@ def test_plain_state_dict_takes_its_categories_from_the_config(tmp_path):
         categories={"batch": ["b1", "b2", "b3"]},
     )
     assert start is not None, compatibility.render(report)
-    assert start.meta["categories"] == {"batch": ["b1", "b2", "b3"]} and start.meta["params"]["n_covariates"] == 3
-    assert start.meta["new_parameter_masks"] == {
+    assert start.meta.categories == {"batch": ["b1", "b2", "b3"]} and start.meta.params["n_covariates"] == 3
+    assert start.meta.new_parameter_masks == {
         "encoder.0.linear.weight": [[8, 9]],
         "encoder.1.linear.weight": [[10, 11]],
     }
@@ -425,7 +426,7 @@ def test_run_writes_outputs_or_nothing(tmp_path):
     compatibility.run(inputs, outputs, params)
     report = json.loads((tmp_path / "out" / "c.json").read_text())
     assert report["status"] == "ok" and (tmp_path / "out" / "c.txt").read_text() == compatibility.render(report)
-    assert checkpoints.load(outputs["model"]).meta["parent_sha256"]
+    assert checkpoints.load(outputs["model"]).meta.parent_sha256
     before = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
     with pytest.raises(StagewiseError, match="locked"):
         compatibility.run(inputs, outputs, params | {"pretrained": pretrained(locked=["absent"])})
@@ -534,13 +535,9 @@ def test_non_finite_or_integer_weights_are_named(tmp_path):
     checkpoints.save(
         tmp_path / "ck.pt",
         state,
-        {
-            "architecture": "mlp",
-            "params": PARAMS,
-            "task": "classification",
-            "feature_names": FEATURES,
-            "label_names": LABELS,
-        },
+        CheckpointMeta(
+            architecture="mlp", params=PARAMS, task="classification", feature_names=FEATURES, label_names=LABELS
+        ),
     )
     report, start = run_check(tmp_path)
     text = "\n".join(errors(report))
@@ -596,7 +593,7 @@ def test_workflow_with_padded_and_reordered_features_gives_the_unpadded_numbers(
     report = json.loads((tmp_path / "results/compatibility.json").read_text())
     assert report["status"] == "warning" and report["mappings"]["features"]["zero_filled"] == absent
     start = checkpoints.load(tmp_path / "results/start/model.pt")
-    assert start.meta["feature_names"] == names and start.meta["padded_features"] == absent
+    assert start.meta.feature_names == names and start.meta.padded_features == absent
     for stage in ("fixed/stages/1_head", "gradual/stages/1_head", "gradual/stages/2_all"):
         padded, original = (
             json.loads((run / "results" / stage / "test_metrics.json").read_text())["metrics"]

@@ -9,6 +9,7 @@ import torch
 from stagewise import checkpoints, config, freezing, metrics, trainer
 from stagewise.errors import StagewiseError
 from stagewise.io import hdf5
+from stagewise.metadata import CheckpointMeta
 from stagewise.models.cvae import CVAE
 from stagewise.steps import compatibility
 from torch import nn
@@ -120,14 +121,14 @@ def test_surgery_widens_exactly_the_covariate_columns_and_the_reference_latent_s
     checkpoints.save(
         tmp_path / "ck.pt",
         reference.state_dict(),
-        {
-            "architecture": "cvae",
-            "params": params,
-            "task": "counts",
-            "feature_names": [f"g{i}" for i in range(GENES)],
-            "label_names": ["a", "b"],
-            "categories": {"batch": ["r1", "r2"]},
-        },
+        CheckpointMeta(
+            architecture="cvae",
+            params=params,
+            task="counts",
+            feature_names=[f"g{i}" for i in range(GENES)],
+            label_names=["a", "b"],
+            categories={"batch": ["r1", "r2"]},
+        ),
     )
     query = counts_split(tmp_path / "train.h5", {"batch": ["r1", "r2", "q1"]})
     pre = {
@@ -150,10 +151,10 @@ def test_surgery_widens_exactly_the_covariate_columns_and_the_reference_latent_s
     )
     assert start is not None, compatibility.render(report)
     widened = {f"{layer}.weight" for layer in reference.covariate_layers}
-    assert set(start.meta["new_parameters"]) == widened
+    assert set(start.meta.new_parameters) == widened
     for key in widened:
         width = reference.state_dict()[key].shape[1]
-        assert start.meta["new_parameter_masks"][key] == [[width, width + 1]]
+        assert start.meta.new_parameter_masks[key] == [[width, width + 1]]
     model = checkpoints.build_model(start)
     raw = {
         "data": {"target": {"train": "x"}},
@@ -163,7 +164,7 @@ def test_surgery_widens_exactly_the_covariate_columns_and_the_reference_latent_s
         "training": {"epochs": 2, "batch_size": 16, "device": "cpu", "optimizer": {"lr": 0.05}},
     }
     settings = config.stage_config(config.validate(raw), "e", 0)["training"]
-    masks = freezing.entry_masks(model, start.meta["new_parameter_masks"])
+    masks = freezing.entry_masks(model, start.meta.new_parameter_masks)
     selection = freezing.select(model, {"train": ["new"], "freeze": ["head"]}, [], masks, "s")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer.fit(model, query, query, settings, selection, "s", {"batch": ["r1", "r2", "q1"]}, task="counts")

@@ -169,7 +169,7 @@ def test_scarches_surgery_trains_only_new_columns_and_keeps_the_reference_latent
     results = run_example("scarches", tmp_path)
     start = checkpoints.load(results / "start/model.pt")
     after = checkpoints.load(results / "surgery/stages/1_new/model_best.pt")
-    assert after.meta["categories"] == {"batch": ["ref_1", "ref_2", "ref_3", "query_1", "query_2"]}
+    assert after.meta.categories == {"batch": ["ref_1", "ref_2", "ref_3", "query_1", "query_2"]}
     for name in ("encoder.0.linear.weight", "decoder.0.linear.weight"):
         old, new = start.state_dict[name], after.state_dict[name]
         assert torch.equal(old[:, :-2], new[:, :-2]) and not torch.equal(old[:, -2:], new[:, -2:])
@@ -191,7 +191,7 @@ def test_plugin_example_class_from_the_project_folder(tmp_path):
     assert set(table.index) == {"head_then_all", "scratch"}
     second = stage(results, "head_then_all/stages/2_all")["freeze_audit"]["modules"]
     assert set(second) == {"conv1", "conv2", "classifier"}
-    assert checkpoints.load(results / "start/model.pt").meta["architecture"] == "my_models:SmallConvNet"
+    assert checkpoints.load(results / "start/model.pt").meta.architecture == "my_models:SmallConvNet"
 
 
 def test_physicsml_match_renamed_modules_then_stages_with_own_optimizer(tmp_path):

@@ -20,6 +20,7 @@ from stagewise import config as sw_config
 from stagewise.errors import StagewiseError
 from stagewise.files import sha256_file, sha256_json
 from stagewise.io import hdf5
+from stagewise.metadata import CheckpointMeta
 from stagewise.steps import pretrain
 from stagewise.steps import stage as sw_stage
 
@@ -70,7 +71,7 @@ def _config(**pretrain_training) -> dict:
     return sw_config.validate(config)
 
 
-def _meta(data: dict, config: dict) -> dict:
+def _meta(data: dict, config: dict) -> CheckpointMeta:
     with hdf5.open_split(data["train"]) as h5:
         return pretrain.source_model(hdf5.layout(h5), config["model"])
 
@@ -137,7 +138,8 @@ def test_a_pretrain_stage_writes_exactly_its_files(data, tmp_path):
     best_ckpt, last_ckpt = checkpoints.load(outputs["best"]), checkpoints.load(outputs["last"])
     provenance = {k: written[k] for k in ("config_sha256", "data", "data_sha256", "parent", "parent_sha256")}
     for ckpt, epoch in ((best_ckpt, best), (last_ckpt, 3)):
-        assert ckpt.meta.items() >= (meta | provenance | {"stage": stage, "label": "pretrain", "epoch": epoch}).items()
+        expected = meta.replace(**provenance, stage=stage, label="pretrain", epoch=epoch)
+        assert ckpt.meta.to_dict().items() >= expected.to_dict().items()
     final = model.state_dict()  # the model is left with its last weights
     assert all(torch.equal(last_ckpt.state_dict[k], final[k]) for k in final)
     assert not all(torch.equal(best_ckpt.state_dict[k], final[k]) for k in final)
@@ -170,7 +172,7 @@ def test_a_stage_from_a_parent_records_it_trains_its_selection_and_writes_tensor
     events = [p.name for p in board.iterdir()]
     assert "events.from.a.previous.run" not in events and any(name.startswith("events.out") for name in events)
     meta_best = checkpoints.load(outputs["best"]).meta
-    assert meta_best["parent"] == str(parent) and meta_best["label"] == "gradual/1_head"
+    assert meta_best.parent == str(parent) and meta_best.label == "gradual/1_head"
 
 
 def test_the_stage_streams_shuffled_training_batches_seeded_by_the_stage(data, tmp_path, monkeypatch):
@@ -186,10 +188,9 @@ def test_the_stage_streams_shuffled_training_batches_seeded_by_the_stage(data, t
     monkeypatch.setattr(sw_stage, "Batches", Recorded)
     config = _config()
     meta = _meta(data, config)
-    meta["feature_names"] = ["f5", "pad", *meta["feature_names"][:5]]
-    meta["params"]["in_features"] = 7
-    meta["padded_features"] = ["pad"]
-    del meta["task"]  # a checkpoint without a task: classification
+    meta.update(feature_names=["f5", "pad", *meta.feature_names[:5]], padded_features=["pad"])
+    meta.params["in_features"] = 7
+    meta.task = None  # a checkpoint without a task: classification
     stage = sw_config.pretrain_config(config)
     stage["training"]["batch_size"] = 8
     sw_stage.train_and_save(models.from_meta(meta), meta, data, _outputs(tmp_path / "out"), stage, "pretrain")
@@ -209,10 +210,10 @@ def test_the_stage_streams_shuffled_training_batches_seeded_by_the_stage(data, t
 
 def test_new_parameters_and_masks_of_the_checkpoint_decide_what_train_new_trains(data, tmp_path):
     config = _config()
-    meta = _meta(data, config) | {
-        "new_parameters": ["head.bias", "encoder.0.linear.weight"],
-        "new_parameter_masks": {"encoder.0.linear.weight": [[4, 6]]},  # 2 new input columns of 32 rows
-    }
+    meta = _meta(data, config).replace(
+        new_parameters=["head.bias", "encoder.0.linear.weight"],
+        new_parameter_masks={"encoder.0.linear.weight": [[4, 6]]},  # 2 new input columns of 32 rows
+    )
     stage = sw_config.stage_config(config, "gradual", 0)
     stage["policy"]["train"] = ["new"]
     outputs = _outputs(tmp_path / "new")
@@ -238,7 +239,7 @@ def test_new_parameters_and_masks_of_the_checkpoint_decide_what_train_new_trains
 )
 def test_stage_errors_name_the_config_key_and_release_the_files(data, tmp_path, label, meta_change, policy, where):
     config = _config()
-    meta = _meta(data, config) | meta_change
+    meta = _meta(data, config).replace(**meta_change)
     stage = sw_config.pretrain_config(config) | {"policy": policy}
     with pytest.raises(StagewiseError) as error:
         sw_stage.train_and_save(models.from_meta(meta), meta, data, _outputs(tmp_path / "x"), stage, label)

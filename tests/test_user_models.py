@@ -334,7 +334,11 @@ def digits_project(folder: Path, model: dict, module: str = "labzoo") -> dict:
     return {
         "data": {"target": DIGITS_TARGET},
         "model": model,
-        "pretrained": {"checkpoint": "ck.pt", "label_names": write_lines(folder / "labels.txt", ["even", "odd"])},
+        "pretrained": {
+            "checkpoint": "ck.pt",
+            "label_names": write_lines(folder / "labels.txt", ["even", "odd"]),
+            "feature_names": write_lines(folder / "features.txt", PIXELS),
+        },
         **FAST,
         "experiments": {"one": {"stages": [{"name": "all", "unfreeze_all": True}]}},
         "evaluation": {"baselines": [], "bootstrap": 0},
@@ -433,8 +437,8 @@ def test_dict_output_with_a_new_head_through_the_workflow(tmp_path):
     final = tmp_path / "results/one/stages/1_all"
     assert 0 <= metrics(final)["accuracy"] <= 1
     meta = checkpoints.load(final / "model_best.pt").meta
-    assert meta["replaced_head"] == {"layer": "classifier", "out_features": 2} and meta["params"]["n_labels"] == 10
-    assert meta["interface"]["output"] == "logits"
+    assert meta.replaced_head == {"layer": "classifier", "out_features": 2} and meta.params["n_labels"] == 10
+    assert meta.interface["output"] == "logits"
 
 
 # --- everything a user's code can do wrong, found at the check ----------------------------------------

@@ -31,6 +31,7 @@ from torch import nn
 from . import __version__, models
 from .errors import StagewiseError
 from .files import atomic_path, sha256_file
+from .metadata import CheckpointMeta
 
 FORMAT = 1
 WRAPPERS = ("state_dict", "model_state_dict", "model")  # where research scripts keep the state_dict
@@ -48,7 +49,7 @@ class Checkpoint:
     """Weights and the metadata recorded with them (empty for a plain state_dict)."""
 
     state_dict: dict[str, torch.Tensor]
-    meta: dict = field(default_factory=dict)
+    meta: CheckpointMeta = field(default_factory=CheckpointMeta)
     origin: str = "stagewise checkpoint"
 
 
@@ -115,16 +116,16 @@ def _is_state_dict(obj: object) -> bool:
 def _unwrap(obj: object, path: Path) -> Checkpoint:
     """The state_dict and metadata inside whatever dict the file holds."""
     if isinstance(obj, dict) and "stagewise" in obj and _is_state_dict(obj.get("state_dict")):
-        return Checkpoint(obj["state_dict"], obj["stagewise"])
+        return Checkpoint(obj["state_dict"], CheckpointMeta.from_dict(obj["stagewise"]))
     if _is_state_dict(obj):
-        return _strip(obj, {}, "plain state_dict", ("module.",))
+        return _strip(obj, CheckpointMeta(), "plain state_dict", ("module.",))
     if isinstance(obj, dict):
         for key in WRAPPERS:
             if _is_state_dict(obj.get(key)):
                 if "pytorch-lightning_version" in obj or "hyper_parameters" in obj:
-                    meta = {"hyper_parameters": obj.get("hyper_parameters") or {}}
+                    meta = CheckpointMeta(hyper_parameters=obj.get("hyper_parameters") or {})
                     return _strip(obj[key], meta, "Lightning checkpoint", (_common_prefix(obj[key]), "module."))
-                return _strip(obj[key], {}, f"state_dict under {key!r}", ("module.",))
+                return _strip(obj[key], CheckpointMeta(), f"state_dict under {key!r}", ("module.",))
     found = f"top-level keys {list(obj)[:10]}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
     raise StagewiseError(
         f"{path}: wrong format: no state_dict found ({found}); expected a state_dict or a dict holding "
@@ -137,7 +138,7 @@ def _common_prefix(state_dict: dict) -> str:
     return f"{first.pop()}." if len(first) == 1 and all("." in key for key in state_dict) else ""
 
 
-def _strip(state_dict: dict, meta: dict, origin: str, prefixes: tuple[str, ...]) -> Checkpoint:
+def _strip(state_dict: dict, meta: CheckpointMeta, origin: str, prefixes: tuple[str, ...]) -> Checkpoint:
     """Drop a prefix every key shares (Lightning's `model.`, DataParallel's `module.`)."""
     for prefix in prefixes:
         if prefix and all(key.startswith(prefix) for key in state_dict):
@@ -156,18 +157,18 @@ def _load_safetensors(path: Path) -> Checkpoint:
         raise StagewiseError(
             f"{path}: corrupt or truncated safetensors file ({error}); copy or save it again"
         ) from None
-    return Checkpoint(state_dict, meta, "stagewise safetensors" if meta else "plain safetensors")
+    origin = "stagewise safetensors" if meta else "plain safetensors"
+    return Checkpoint(state_dict, CheckpointMeta.from_dict(meta), origin)
 
 
-def save(path: str | Path, state_dict: dict[str, torch.Tensor], meta: dict) -> None:
+def save(path: str | Path, state_dict: dict[str, torch.Tensor], meta: CheckpointMeta) -> None:
     """Save weights and metadata atomically; a `.safetensors` path writes safetensors with the metadata as JSON."""
-    meta = {
-        **meta,
-        "format_version": FORMAT,
-        "stagewise_version": __version__,
-        "torch_version": str(torch.__version__),
-        "python_version": sys.version.split()[0],
-    }
+    meta = meta.replace(
+        format_version=FORMAT,
+        stagewise_version=__version__,
+        torch_version=str(torch.__version__),
+        python_version=sys.version.split()[0],
+    ).to_dict()
     state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     with atomic_path(path) as tmp:
         if os.fspath(path).endswith(".safetensors"):
@@ -179,8 +180,7 @@ def save(path: str | Path, state_dict: dict[str, torch.Tensor], meta: dict) -> N
 
 def build_model(checkpoint: Checkpoint) -> nn.Module:
     """Rebuild the model a stagewise checkpoint describes and load its weights."""
-    meta = checkpoint.meta
-    model = models.from_meta(meta)
+    model = models.from_meta(checkpoint.meta)
     model.load_state_dict(checkpoint.state_dict)
     return model
 

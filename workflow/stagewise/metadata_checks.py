@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .metadata import CheckpointMeta
+
 SHOWN = 5  # names listed per problem
 
 
@@ -40,12 +42,12 @@ def abbreviate(names: list, shapes: dict | None = None) -> str:
 
 
 def features(
-    checks: Checks, meta: dict, pretrained: dict, found: list[str], tabular: bool = True
+    checks: Checks, meta: CheckpointMeta, pretrained: dict, found: list[str], tabular: bool = True
 ) -> tuple[list[str], list[str]]:
     """The checkpoint's feature names and the ones to zero-fill, checked against the data's (`tabular` False:
     sequences or
     images, whose features are positions, need no names)."""
-    recorded, listed = meta.get("feature_names"), None
+    recorded, listed = meta.feature_names, None
     if pretrained["feature_names"]:
         failed = checks.failed()
         listed = _listed(checks, "features", "feature_names", pretrained["feature_names"], recorded, "feature name")
@@ -98,16 +100,16 @@ def features(
     return expected, diff["missing"]
 
 
-def locked(checks: Checks, meta: dict, model_cfg: dict, locked: list[str], path: str) -> None:
+def locked(checks: Checks, meta: CheckpointMeta, model_cfg: dict, locked: list[str], path: str) -> None:
     """Architecture and the `pretrained.locked` params must equal what the checkpoint records."""
-    recorded = meta.get("architecture")
+    recorded = meta.architecture
     if recorded and recorded != model_cfg["architecture"]:
         checks.add(
             "architecture",
             "error",
             f"model.architecture is {model_cfg['architecture']!r} but {path} holds a {recorded!r} model",
         )
-    old = meta.get("params") or meta.get("hyper_parameters") or {}
+    old = meta.params or meta.hyper_parameters or {}
     for key in locked:
         if not old:
             checks.add(
@@ -159,12 +161,12 @@ def head_outputs(checks: Checks, head: dict, labels: list[str]) -> int:
 
 
 def label_order(
-    checks: Checks, meta: dict, pretrained: dict, labels: list[str]
+    checks: Checks, meta: CheckpointMeta, pretrained: dict, labels: list[str]
 ) -> tuple[list[str] | None, list[int] | None]:
     """The checkpoint's labels (recorded, or from `pretrained.label_names`) and, for a reused head, the permutation of
     its
     output rows that puts them in the target's order (None when the head is replaced or nothing can be reused)."""
-    old = meta.get("label_names")
+    old = meta.label_names
     if pretrained["label_names"]:
         old = _listed(checks, "labels", "label_names", pretrained["label_names"], old, "label") or old
     if pretrained["head"]:
@@ -201,10 +203,10 @@ def label_order(
     return old, [old.index(name) for name in labels]
 
 
-def recorded_categories(checks: Checks, meta: dict, listed: dict) -> dict:
+def recorded_categories(checks: Checks, meta: CheckpointMeta, listed: dict) -> dict:
     """The checkpoint's covariate categories: recorded in its metadata, or from `pretrained.categories` when it
     records none."""
-    recorded = meta.get("categories")
+    recorded = meta.categories
     if recorded is None:
         return listed
     if listed and listed != recorded:

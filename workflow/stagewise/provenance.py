@@ -36,21 +36,21 @@ def chain(path: str | Path) -> list[dict]:
         link = {
             "path": shown,
             "sha256": sha256_file(path),
-            "label": meta.get("label", ""),
-            "config_sha256": meta.get("config_sha256"),
-            "versions": {k: meta.get(k) for k in ("stagewise_version", "torch_version")},
-            "plugin": meta.get("plugin"),
+            "label": meta.label or "",
+            "config_sha256": meta.config_sha256,
+            "versions": {"stagewise_version": meta.stagewise_version, "torch_version": meta.torch_version},
+            "plugin": meta.plugin,
         }
-        if link["plugin"] and "module" in link["plugin"] and meta.get("architecture"):
-            link["plugin_status"] = source.status(link["plugin"], meta["architecture"], root)
-        if meta.get("data"):
-            link["data"] = meta["data"]
-            link["data_status"] = _status(root / meta["data"], meta.get("data_sha256"))
-        parent = meta.get("parent")
+        if link["plugin"] and "module" in link["plugin"] and meta.architecture:
+            link["plugin_status"] = source.status(link["plugin"], meta.architecture, root)
+        if meta.data:
+            link["data"] = meta.data
+            link["data_status"] = _status(root / meta.data, meta.data_sha256)
+        parent = meta.parent
         if parent:
             parent_path = Path(parent) if Path(parent).is_absolute() else root / parent
             link["parent"] = parent
-            link["parent_status"] = _status(parent_path, meta.get("parent_sha256"))
+            link["parent_status"] = _status(parent_path, meta.parent_sha256)
             if parent_path.is_file() and Path(parent_path).suffix in {".pt", ".pth", ".ckpt", ".safetensors"}:
                 try:
                     checkpoints.load(parent_path)

@@ -1,6 +1,6 @@
 """Adapting pretrained tensors to a new model: features, module renames, widened covariate layers, transfer.
 
-Pure functions on names, shapes and tensors; `steps.compatibility` turns their findings into the report.
+Pure functions on names, shapes and tensors; `transfer` turns their findings into checks and the start state.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ def widen(
 
 
 @dataclass
-class Transfer:
-    """The outcome of mapping checkpoint tensors onto a new model's tensors (names and shapes)."""
+class Plan:
+    """Where each tensor goes when checkpoint tensors are mapped onto a new model's (names and shapes)."""
 
     reused: list[str] = field(default_factory=list)
     new: list[str] = field(default_factory=list)
@@ -63,12 +63,12 @@ def plan(
     source: dict[str, torch.Tensor],
     replaced: str | None,
     widened: dict[str, tuple[int, ...]],
-) -> Transfer:
+) -> Plan:
     """Sort the new model's tensors into reused, new (under `replaced`), widened, missing and shape-mismatched.
 
     `widened` maps a tensor the surgery widens to the shape it must have in the checkpoint.
     """
-    out = Transfer()
+    out = Plan()
     for key, shape in target.items():
         if replaced is not None and under(key, replaced):
             out.new.append(key)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import StagewiseError
+from ..metadata import CheckpointMeta
 from . import interface
 from .cnn1d import CNN1d
 from .cnn2d import CNN2d
@@ -175,9 +176,9 @@ def build(architecture: str, arguments: dict, spec: dict | None = None, replaced
     return model
 
 
-def from_meta(meta: dict) -> nn.Module:
+def from_meta(meta: CheckpointMeta) -> nn.Module:
     """The model a checkpoint's metadata describes (weights not loaded)."""
-    return build(meta["architecture"], meta["params"], meta.get("interface"), meta.get("replaced_head"))
+    return build(meta.architecture, meta.params, meta.interface, meta.replaced_head)
 
 
 def first_forward(

@@ -9,6 +9,7 @@ from torch import nn
 from .. import bootstrap, checkpoints, metrics, tasks, trainer
 from ..files import atomic_path, sha256_file, write_json
 from ..io.batches import Batches
+from ..metadata import CheckpointMeta
 
 PROVENANCE = [
     "architecture",
@@ -25,21 +26,21 @@ PROVENANCE = [
 ]
 
 
-def batches(path: str, meta: dict) -> Batches:
+def batches(path: str, meta: CheckpointMeta) -> Batches:
     """A prepared split streamed in file order, its features in the model's order."""
     return Batches(
         path,
         256,
-        feature_names=meta["feature_names"],
-        categories=meta.get("categories"),
-        fill=meta.get("padded_features", []),
+        feature_names=meta.feature_names,
+        categories=meta.categories,
+        fill=meta.padded_features or [],
     )
 
 
-def predict(model: nn.Module, test: Batches, meta: dict, inputs: dict, knn_k: int = 15) -> dict:
+def predict(model: nn.Module, test: Batches, meta: CheckpointMeta, inputs: dict, knn_k: int = 15) -> dict:
     """The prediction arrays of the test split (`tasks`); a task with a latent space (counts) and labels adds kNN
     label transfer (`knn_k` neighbours) from the `reference` split's latent space (labels matched by name)."""
-    task = tasks.get(meta.get("task", "classification"))
+    task = tasks.get(meta.task or "classification")
     output, x = trainer.predict_stream(model, test, keep_inputs=task.needs_inputs)
     data = task.predictions(output, x) | {"labels": task.labels(output, test.y)}
     if task.latent_key and test.label_names and inputs.get("reference"):
@@ -66,7 +67,7 @@ def _write_predictions(path: str, data: dict, sample_ids: list[str], label_names
 def run(inputs: dict, outputs: dict, params: dict) -> None:
     """Predict the test split with the checkpoint, score it with bootstrap intervals, write both files."""
     ckpt = checkpoints.load(inputs["model"])
-    spec = tasks.get(ckpt.meta.get("task", "classification"))
+    spec = tasks.get(ckpt.meta.task or "classification")
     task = spec.name
     test = batches(inputs["test"], ckpt.meta)
     try:
@@ -91,8 +92,8 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
         "metrics": scores,
         "ci": {name: bootstrap.interval(reps[name]) for name in scores if name in reps},
         "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95},
-        "provenance": {key: ckpt.meta[key] for key in PROVENANCE if key in ckpt.meta},
-        "effective_config": ckpt.meta.get("stage"),
+        "provenance": {key: value for key, value in ckpt.meta.to_dict().items() if key in PROVENANCE},
+        "effective_config": ckpt.meta.stage,
     }
     result |= spec.details(data, names)
     _write_predictions(outputs["predictions"], data, sample_ids, names, task)

@@ -13,11 +13,11 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
             "stagewise.steps.finetune:run", inputs, outputs, params, config_path(params["label"])
         )  # the ranks run this again
     parent = checkpoints.load(inputs["model"])
-    meta = dict(parent.meta)
+    meta = parent.meta
     if params["init"] == "random":
         trainer.seed_everything(params["stage"]["training"]["seed"])
         model = models.from_meta(meta)
-        meta["new_parameters"] = []
+        meta = meta.replace(new_parameters=[])
     else:
         model = checkpoints.build_model(parent)
     train_and_save(model, meta, inputs, outputs, params["stage"], params["label"])

@@ -16,6 +16,7 @@ from .. import config as sw_config
 from ..errors import StagewiseError
 from ..files import sha256_file, sha256_json, write_json, write_text
 from ..io.batches import Batches
+from ..metadata import CheckpointMeta
 from ..paths import PRETRAIN_LABEL, config_path, stage_label
 
 
@@ -27,20 +28,22 @@ def _tsv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def train_and_save(model: nn.Module, meta: dict, inputs: dict, outputs: dict, stage: dict, label: str) -> None:
+def train_and_save(
+    model: nn.Module, meta: CheckpointMeta, inputs: dict, outputs: dict, stage: dict, label: str
+) -> None:
     """Train `model` under `stage` (`{training, policy}`) and write model_best/last, history, stage.json."""
     started = time.perf_counter()
     path = config_path(label)
-    masks = freezing.entry_masks(model, meta.get("new_parameter_masks") or {}, "checkpoint meta new_parameter_masks")
-    selection = freezing.select(model, stage["policy"], meta.get("new_parameters", []), masks, path)
-    padded = meta.get("padded_features", [])
+    masks = freezing.entry_masks(model, meta.new_parameter_masks or {}, "checkpoint meta new_parameter_masks")
+    selection = freezing.select(model, stage["policy"], meta.new_parameters or [], masks, path)
+    padded = meta.padded_features or []
     train = Batches(
         inputs["train"],
         stage["training"]["batch_size"],
         shuffle=True,
         seed=stage["training"]["seed"],
-        feature_names=meta["feature_names"],
-        categories=meta.get("categories"),
+        feature_names=meta.feature_names,
+        categories=meta.categories,
         fill=padded,
     )
     ctx = distributed.context()  # in a data-parallel stage only rank 0 validates and writes
@@ -48,8 +51,8 @@ def train_and_save(model: nn.Module, meta: dict, inputs: dict, outputs: dict, st
         Batches(
             inputs["val"],
             stage["training"]["batch_size"],
-            feature_names=meta["feature_names"],
-            categories=meta.get("categories"),
+            feature_names=meta.feature_names,
+            categories=meta.categories,
             fill=padded,
         )
         if ctx.main
@@ -66,9 +69,9 @@ def train_and_save(model: nn.Module, meta: dict, inputs: dict, outputs: dict, st
             stage["training"],
             selection,
             path,
-            meta.get("categories"),
+            meta.categories,
             board,
-            meta.get("task", "classification"),
+            meta.task or "classification",
         )
     finally:
         train.close()
@@ -82,9 +85,9 @@ def train_and_save(model: nn.Module, meta: dict, inputs: dict, outputs: dict, st
         "data_sha256": sha256_file(inputs["train"]),
         **(checkpoints.lineage(inputs["model"]) if "model" in inputs else {"parent": None, "parent_sha256": None}),
     }
-    meta = meta | provenance | {"stage": stage, "label": label}
-    checkpoints.save(outputs["best"], result.best_state, meta | {"epoch": result.best_epoch})
-    checkpoints.save(outputs["last"], result.last_state, meta | {"epoch": len(result.history)})
+    meta = meta.replace(**provenance, stage=stage, label=label)
+    checkpoints.save(outputs["best"], result.best_state, meta.replace(epoch=result.best_epoch))
+    checkpoints.save(outputs["last"], result.last_state, meta.replace(epoch=len(result.history)))
     write_text(outputs["history"], _tsv(result.history))
     monitor = stage["training"]["early_stopping"]["monitor"]
     write_json(
@@ -115,9 +118,7 @@ def validate(start: checkpoints.Checkpoint, config: dict, pretraining: bool = Fa
     problems = []
     with torch.device("meta"):  # names and shapes only: no weights initialised, copied or allocated
         model = models.from_meta(start.meta)
-    masks = freezing.entry_masks(
-        model, start.meta.get("new_parameter_masks") or {}
-    )  # the start model's: one for all stages
+    masks = freezing.entry_masks(model, start.meta.new_parameter_masks or {})  # the start model's: one for all stages
     stages = (
         [(PRETRAIN_LABEL, sw_config.pretrain_config(config))]
         if pretraining
@@ -130,10 +131,10 @@ def validate(start: checkpoints.Checkpoint, config: dict, pretraining: bool = Fa
     for label, stage in stages:
         path = config_path(label)
         try:
-            tasks.get(start.meta["task"]).loss_name(
+            tasks.get(start.meta.task).loss_name(
                 stage["training"]["loss"], getattr(model, "likelihood", "nb"), f"{path}.loss"
             )
-            selection = freezing.select(model, stage["policy"], start.meta.get("new_parameters", []), masks, path)
+            selection = freezing.select(model, stage["policy"], start.meta.new_parameters or [], masks, path)
             optimizer = optim.build_optimizer(model, selection.names, stage["training"], path, dry_run=True)
             per_process = stage["training"]["batch_size"] // distributed.world_size(stage["training"])
             norms = freezing.batchnorms_in_training(model, selection.names) if per_process < 2 else []
