@@ -185,7 +185,7 @@ def test_image_errors_name_the_file(tmp_path):
 
 def test_images_stream_in_blocks_in_order(tmp_path, monkeypatch):
     made = _folder(tmp_path / "imgs", per_class=7)
-    monkeypatch.setattr(readers, "BLOCK_BYTES", 4 * 24 * 3)  # three images a block
+    monkeypatch.setattr("stagewise.io.source.BLOCK_BYTES", 4 * 24 * 3)  # three images a block
     with readers.open_source(str(tmp_path / "imgs"), _spec({"train": str(tmp_path / "imgs")}), tmp_path) as source:
         blocks = list(source.blocks())
         assert [len(b.X) for b in blocks] == [3, 3, 3, 3, 2] and source.n == len(made)

@@ -42,9 +42,7 @@ def test_table_feature_list_selects_and_orders_columns(tmp_path):
 
 
 def test_csv_larger_than_one_block_streams_in_order(tmp_path, monkeypatch):
-    from stagewise.io import readers
-
-    monkeypatch.setattr(readers, "BLOCK_BYTES", 64)  # 4 rows per block
+    monkeypatch.setattr("stagewise.io.source.BLOCK_BYTES", 64)  # 4 rows per block
     frame = table(200)
     frame.to_csv(tmp_path / "t.csv", index=False)
     splits, _ = prepare_dataset(tmp_path, train=str(tmp_path / "t.csv"))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import StagewiseError
-from .io.readers import Source
+from .io.source import Source
 
 
 @dataclass

@@ -9,26 +9,23 @@ outside the chromosome, and N or any other letter, are all-zero rows of the one-
 
 The FASTA is read with pyfaidx (random access through its `.fai` index, built in the scratch
 folder when the file has none; bgzip through Biopython's BGZF reader), one window at a time, so
-memory stays flat in the genome's size. The annotation is read line by line (`read_annotation`)
-so that a malformed line is reported with its file and line number.
+memory stays flat in the genome's size. The annotation is read by `io.annotation`.
 """
 
 from __future__ import annotations
 
-import gzip
-import itertools
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
 
 import numpy as np
 
 from ..errors import StagewiseError
 from ..files import sha256_file, sha256_json
-from .readers import Block, Source, block_rows
+from .annotation import Transcript, read_annotation, select
+from .source import Block, Source, block_rows, no_table_keys
 
 FASTA = (".fa", ".fasta", ".fna", ".fas")
 SITES = ["none", "acceptor", "donor"]
@@ -41,19 +38,6 @@ DEFAULTS = {
     "test_chromosomes": [],
     "train_chromosomes": None,
 }
-_NOT_TRANSCRIPTS = {
-    "exon",
-    "CDS",
-    "five_prime_UTR",
-    "three_prime_UTR",
-    "UTR",
-    "start_codon",
-    "stop_codon",
-    "intron",
-    "gene",
-    "Selenocysteine",
-}
-_BIOTYPE_KEYS = ("gene_biotype", "gene_type", "biotype", "transcript_biotype", "transcript_type")
 _CODES = np.full(256, 4, np.int64)
 for _i, _b in enumerate("ACGT"):
     _CODES[ord(_b)] = _CODES[ord(_b.lower())] = _i
@@ -71,195 +55,6 @@ def is_fasta(path: str) -> bool:
 def settings(spec: dict) -> dict:
     """`data.*.genome` with its defaults filled in."""
     return DEFAULTS | (spec.get("genome") or {})
-
-
-@dataclass
-class Transcript:
-    """One annotated transcript: 0-based half-open exons on one contig and strand."""
-
-    id: str
-    gene: str
-    seqid: str
-    strand: str
-    line: int  # the first line that names it
-    exons: list[tuple[int, int]] = field(default_factory=list)
-    span: tuple[int, int] | None = None  # the transcript feature's own extent, if the file has one
-    kind: str | None = None  # the GFF3 feature type (mRNA, transcript, ...)
-    biotype: str | None = None
-
-    def extent(self) -> tuple[int, int]:
-        if self.span is not None:
-            return self.span
-        return min(s for s, _ in self.exons), max(e for _, e in self.exons)
-
-    def sites(self, where: str) -> list[tuple[int, int]]:
-        """(position, class) of every acceptor and donor, from the exon ends that border an intron."""
-        exons = sorted(self.exons)
-        for (_, left_end), (right_start, _) in itertools.pairwise(exons):
-            if right_start < left_end:
-                raise StagewiseError(
-                    f"{where}: transcript {self.id!r} has overlapping exons "
-                    f"(ending at {left_end} and starting at {right_start + 1})"
-                )
-        found = []
-        for (_, left_end), (right_start, _) in itertools.pairwise(exons):
-            left, right = left_end - 1, right_start  # the last base of the left exon, the first of the right one
-            if self.strand == "+":
-                found += [(left, 2), (right, 1)]
-            else:  # the transcript runs from right to left: its donor is the right exon's first base
-                found += [(right, 2), (left, 1)]
-        return found
-
-
-def _open_text(path: str):
-    if path.lower().endswith((".gz", ".bgz")):
-        return gzip.open(path, "rt")
-    return open(path, encoding="utf-8", errors="replace")
-
-
-def _attributes(text: str, gtf: bool, where: str) -> dict[str, str]:
-    values = {}
-    for part in text.strip().split(";"):
-        part = part.strip()
-        if not part:
-            continue
-        if gtf:
-            key, _, value = part.partition(" ")
-            value = value.strip().strip('"')
-        else:
-            key, sep, value = part.partition("=")
-            value = unquote(value)
-            if not sep:
-                raise StagewiseError(f"{where}: attribute {part!r} is not key=value (GFF3 column 9)")
-        if not key:
-            raise StagewiseError(f"{where}: malformed attribute {part!r} in column 9")
-        values.setdefault(key, value)
-    return values
-
-
-def read_annotation(path: str) -> dict[str, Transcript]:
-    """Every transcript with exons in a GFF3 or GTF file (GTF by a .gtf suffix), by transcript id."""
-    name = path.lower().removesuffix(".gz").removesuffix(".bgz")
-    gtf = name.endswith(".gtf")
-    transcripts: dict[str, Transcript] = {}
-    features: dict[str, tuple] = {}  # GFF3 ID -> (type, parent, start, end, attributes)
-    try:
-        handle = _open_text(path)
-        with handle:
-            for number, line in enumerate(handle, 1):
-                if line.startswith("##FASTA"):
-                    break
-                if not line.strip() or line.startswith("#"):
-                    continue
-                where = f"{path}:{number}"
-                columns = line.rstrip("\r\n").split("\t")
-                if len(columns) != 9:
-                    raise StagewiseError(f"{where}: expected 9 tab-separated columns (GFF3/GTF), found {len(columns)}")
-                seqid, _, kind, start, end, _, strand, _, text = columns
-                try:
-                    start, end = int(start), int(end)
-                except ValueError:
-                    raise StagewiseError(
-                        f"{where}: start and end (columns 4, 5) must be integers, not {columns[3]!r}, {columns[4]!r}"
-                    ) from None
-                if start < 1 or end < start:
-                    raise StagewiseError(f"{where}: start {start} and end {end} are not a 1-based range")
-                if strand not in ("+", "-", ".", "?"):
-                    raise StagewiseError(f"{where}: strand (column 7) must be +, -, . or ?, not {strand!r}")
-                attributes = _attributes(text, gtf, where)
-                if gtf:
-                    _gtf_line(kind, seqid, strand, start, end, attributes, transcripts, where, number)
-                else:
-                    _gff3_line(kind, seqid, strand, start, end, attributes, transcripts, features, where, number)
-    except (OSError, UnicodeDecodeError, EOFError) as error:
-        raise StagewiseError(f"{path}: cannot read the annotation: {error}") from None
-    if not gtf:
-        _gff3_parents(transcripts, features)
-    if not transcripts:
-        raise StagewiseError(
-            f"{path}: no exons found; the annotation needs exon lines "
-            "(GFF3: Parent=<transcript>; GTF: transcript_id and gene_id)"
-        )
-    return transcripts
-
-
-def _add_exon(
-    transcripts: dict, tid: str, gene: str, seqid: str, strand: str, start: int, end: int, where: str, number: int
-) -> Transcript:
-    transcript = transcripts.get(tid)
-    if transcript is None:
-        transcript = transcripts[tid] = Transcript(tid, gene, seqid, strand, number)
-    elif (transcript.seqid, transcript.strand) != (seqid, strand):
-        raise StagewiseError(
-            f"{where}: exon of transcript {tid!r} on {seqid} {strand}, but its other exons are on "
-            f"{transcript.seqid} {transcript.strand}"
-        )
-    if strand not in ("+", "-"):
-        raise StagewiseError(
-            f"{where}: exon of transcript {tid!r} has no strand ({strand!r}); splice sites need + or -"
-        )
-    transcript.exons.append((start - 1, end))
-    return transcript
-
-
-def _gtf_line(kind, seqid, strand, start, end, attributes, transcripts, where, number) -> None:
-    if kind != "exon":
-        return
-    missing = [k for k in ("transcript_id", "gene_id") if k not in attributes]
-    if missing:
-        raise StagewiseError(f"{where}: GTF exon without {' and '.join(missing)}")
-    transcript = _add_exon(
-        transcripts, attributes["transcript_id"], attributes["gene_id"], seqid, strand, start, end, where, number
-    )
-    transcript.biotype = transcript.biotype or next((attributes[k] for k in _BIOTYPE_KEYS if k in attributes), None)
-
-
-def _gff3_line(kind, seqid, strand, start, end, attributes, transcripts, features, where, number) -> None:
-    if kind == "exon":
-        if "Parent" not in attributes:
-            raise StagewiseError(f"{where}: GFF3 exon without a Parent attribute")
-        for parent in attributes["Parent"].split(","):
-            _add_exon(transcripts, parent, parent, seqid, strand, start, end, where, number)
-    elif "ID" in attributes:
-        features[attributes["ID"]] = (kind, attributes.get("Parent"), start - 1, end, attributes)
-
-
-def _gff3_parents(transcripts: dict[str, Transcript], features: dict[str, tuple]) -> None:
-    """Each transcript's gene (its Parent; a transcript without one is its own gene) and biotype."""
-    for transcript in transcripts.values():
-        kind, parent, start, end, attributes = features.get(transcript.id, (None, None, None, None, {}))
-        if kind in _NOT_TRANSCRIPTS - {"gene"}:
-            continue
-        transcript.kind = kind
-        if start is not None:
-            transcript.span = (start, end)
-        gene = parent.split(",")[0] if parent else transcript.id
-        transcript.gene = gene
-        gene_attributes = features.get(gene, (None, None, None, None, {}))[4]
-        transcript.biotype = next((a[k] for a in (gene_attributes, attributes) for k in _BIOTYPE_KEYS if k in a), None)
-        if transcript.biotype is None and kind == "mRNA":
-            transcript.biotype = "protein_coding"
-
-
-def select(transcripts: dict[str, Transcript], options: dict, where: str) -> dict[str, list[Transcript]]:
-    """The transcripts used for labels, by gene: protein-coding (or all) ones, then all or the longest per gene."""
-    genes: dict[str, list[Transcript]] = defaultdict(list)
-    for transcript in transcripts.values():
-        if options["biotype"] == "protein_coding":
-            if transcript.biotype is None:
-                raise StagewiseError(
-                    f"{where}:{transcript.line}: transcript {transcript.id!r} (gene {transcript.gene!r}) has no "
-                    f"biotype "
-                    "(gene_biotype, gene_type or biotype attribute, or an mRNA feature); set "
-                    "data.*.genome.biotype: all "
-                    "to use every transcript"
-                )
-            if transcript.biotype != "protein_coding":
-                continue
-        genes[transcript.gene].append(transcript)
-    if options["transcripts"] == "longest":  # OpenSpliceAI's `canonical`: the longest genomic span, first on ties
-        genes = {g: [max(ts, key=lambda t: t.extent()[1] - t.extent()[0])] for g, ts in genes.items()}
-    return dict(genes)
 
 
 @dataclass
@@ -317,10 +112,62 @@ def _open_fasta(path: str, scratch: Path):
 def open_genome(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
     """A FASTA in `data.*.train` with `data.*.genome.annotation`: windows, one-hot (N, window + context, 4), labels
     (N, window)."""
-    from .readers import _no_table_keys
-
     options = settings(spec)
-    _no_table_keys(spec, path)
+    no_table_keys(spec, path)
+    window, context = _check_options(path, options)
+    annotation = options["annotation"]
+    fasta = _open_fasta(path, scratch)
+    try:
+        lengths = {name: len(fasta[name]) for name in fasta.keys()}  # noqa: SIM118 (iterating a Fasta yields records)
+        contigs = list(lengths)
+        if not contigs:
+            raise StagewiseError(f"{path}: the FASTA holds no sequences")
+        genes = _genes(annotation, options, lengths, path)
+        split = _chromosome_split(options, contigs, genes, path)
+        genes = {g: ts for g, ts in genes.items() if split[ts[0].seqid] >= 0}
+        windows = _windows(genes, contigs, window)
+        sites = _site_arrays(genes, annotation)
+        assignment = np.array([split[contigs[c]] for c in windows.contig], np.int8)
+        names = list(genes)
+        ids = np.array(
+            [
+                f"{names[g]}:{contigs[c]}:{s + 1}-{s + window}:{'+' if d > 0 else '-'}"
+                for g, c, s, d in zip(windows.gene, windows.contig, windows.start, windows.strand)
+            ]
+        )
+        source = Source(
+            path,
+            [f"f{i}" for i in range((window + context) * 4)],
+            (window + context, 4),
+            len(ids),
+            _window_blocks(fasta, lengths, contigs, windows, sites, window, context),
+            None,
+            label_names=list(SITES),
+            label_shape=(window,),
+            sample_ids=ids,
+            split=assignment,
+        )
+        source.sha256 = sha256_json({"fasta": sha256_file(path), "annotation": sha256_file(annotation)})
+        counts = {SITES[k]: int(sum(int((v[1] == k).sum()) for v in sites.values())) for k in (1, 2)}
+        source.info = {
+            "genome": {
+                **options,
+                "n_genes": len(genes),
+                "n_transcripts": sum(map(len, genes.values())),
+                "sites": counts,
+                "contigs": len(contigs),
+                "windows": {"train_pool": int((assignment == 0).sum()), "test": int((assignment == 2).sum())},
+            }
+        }
+        yield source
+    finally:
+        fasta.close()
+        for suffix in (".fai", ".gzi"):
+            (Path(scratch) / f".{Path(path).name}{suffix}").unlink(missing_ok=True)
+
+
+def _check_options(path: str, options: dict) -> tuple[int, int]:
+    """`data.*.genome` fits a FASTA in `path`: an annotation file that exists, a window and an even context."""
     annotation = options["annotation"]
     if not is_fasta(path):
         raise StagewiseError(
@@ -337,88 +184,54 @@ def open_genome(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
         raise StagewiseError(
             f"data.*.genome: window must be >= 1 and context an even number >= 0 (got {window}, {context})"
         )
-    fasta = _open_fasta(path, scratch)
-    try:
-        lengths = {name: len(fasta[name]) for name in fasta.keys()}  # noqa: SIM118 (iterating a Fasta yields records)
-        contigs = list(lengths)
-        if not contigs:
-            raise StagewiseError(f"{path}: the FASTA holds no sequences")
-        genes = select(read_annotation(annotation), options, annotation)
-        absent = sorted({t.seqid for ts in genes.values() for t in ts} - set(lengths))
-        if absent:
+    return window, context
+
+
+def _genes(annotation: str, options: dict, lengths: dict[str, int], path: str) -> dict[str, list[Transcript]]:
+    """The selected transcripts by gene, each on a contig of the FASTA `path` and within it."""
+    genes = select(read_annotation(annotation), options, annotation)
+    absent = sorted({t.seqid for ts in genes.values() for t in ts} - set(lengths))
+    if absent:
+        raise StagewiseError(
+            f"{annotation}: contig(s) {absent[:5]} are not in the FASTA {path} "
+            f"(its contigs: {list(lengths)[:10]}); use the annotation of this assembly"
+        )
+    for gene, chosen in genes.items():
+        end = max(t.extent()[1] for t in chosen)
+        if end > lengths[chosen[0].seqid]:
             raise StagewiseError(
-                f"{annotation}: contig(s) {absent[:5]} are not in the FASTA {path} "
-                f"(its contigs: {contigs[:10]}); use the annotation of this assembly"
+                f"{annotation}:{chosen[0].line}: gene {gene!r} ends at {end}, past the end of "
+                f"{chosen[0].seqid} ({lengths[chosen[0].seqid]} bases in {path})"
             )
-        for gene, chosen in genes.items():
-            end = max(t.extent()[1] for t in chosen)
-            if end > lengths[chosen[0].seqid]:
-                raise StagewiseError(
-                    f"{annotation}:{chosen[0].line}: gene {gene!r} ends at {end}, past the end of "
-                    f"{chosen[0].seqid} ({lengths[chosen[0].seqid]} bases in {path})"
-                )
-        split = _chromosome_split(options, contigs, genes, path)
-        genes = {g: ts for g, ts in genes.items() if split[ts[0].seqid] >= 0}
-        windows = _windows(genes, contigs, window)
-        names = list(genes)
-        sites = _site_arrays(genes, annotation)
-        assignment = np.array([split[contigs[c]] for c in windows.contig], np.int8)
-        half, step = context // 2, block_rows((window + context, 4))
+    return genes
 
-        def blocks() -> Iterator[Block]:
-            for start in range(0, len(windows.start), step):
-                stop = min(start + step, len(windows.start))
-                X = np.zeros((stop - start, window + context, 4), np.float32)
-                y = np.zeros((stop - start, window), np.int64)
-                for row, i in enumerate(range(start, stop)):
-                    contig, strand, lo = contigs[windows.contig[i]], int(windows.strand[i]), int(windows.start[i])
-                    first, last = max(lo - half, 0), min(lo + window + half, lengths[contig])
-                    if last > first:
-                        bases = np.frombuffer(fasta[contig][first:last].encode("ascii", "replace"), np.uint8)
-                        X[row, first - (lo - half) : last - (lo - half)] = _ONE_HOT[_CODES[bases]]
-                    positions, classes = sites[contig, strand]
-                    a, b = np.searchsorted(positions, [lo, lo + window])
-                    y[row, positions[a:b] - lo] = classes[a:b]
-                    if strand < 0:
-                        X[row] = X[row, ::-1, ::-1]  # reverse complement: positions reversed, ACGT -> TGCA
-                        y[row] = y[row, ::-1]
-                yield Block(start, X, y)
 
-        ids = np.array(
-            [
-                f"{names[g]}:{contigs[c]}:{s + 1}-{s + window}:{'+' if d > 0 else '-'}"
-                for g, c, s, d in zip(windows.gene, windows.contig, windows.start, windows.strand)
-            ]
-        )
-        counts = {SITES[k]: int(sum(int((v[1] == k).sum()) for v in sites.values())) for k in (1, 2)}
-        source = Source(
-            path,
-            [f"f{i}" for i in range((window + context) * 4)],
-            (window + context, 4),
-            len(ids),
-            blocks,
-            None,
-            label_names=list(SITES),
-            label_shape=(window,),
-            sample_ids=ids,
-            split=assignment,
-        )
-        source.sha256 = sha256_json({"fasta": sha256_file(path), "annotation": sha256_file(annotation)})
-        source.info = {
-            "genome": {
-                **options,
-                "n_genes": len(genes),
-                "n_transcripts": sum(map(len, genes.values())),
-                "sites": counts,
-                "contigs": len(contigs),
-                "windows": {"train_pool": int((assignment == 0).sum()), "test": int((assignment == 2).sum())},
-            }
-        }
-        yield source
-    finally:
-        fasta.close()
-        for suffix in (".fai", ".gzi"):
-            (Path(scratch) / f".{Path(path).name}{suffix}").unlink(missing_ok=True)
+def _window_blocks(
+    fasta, lengths: dict[str, int], contigs: list[str], windows: _Windows, sites: dict, window: int, context: int
+) -> Callable[[], Iterator[Block]]:
+    """The blocks of one-hot windows (bases read from `fasta` window by window) and their per-position labels."""
+    half, step = context // 2, block_rows((window + context, 4))
+
+    def blocks() -> Iterator[Block]:
+        for start in range(0, len(windows.start), step):
+            stop = min(start + step, len(windows.start))
+            X = np.zeros((stop - start, window + context, 4), np.float32)
+            y = np.zeros((stop - start, window), np.int64)
+            for row, i in enumerate(range(start, stop)):
+                contig, strand, lo = contigs[windows.contig[i]], int(windows.strand[i]), int(windows.start[i])
+                first, last = max(lo - half, 0), min(lo + window + half, lengths[contig])
+                if last > first:
+                    bases = np.frombuffer(fasta[contig][first:last].encode("ascii", "replace"), np.uint8)
+                    X[row, first - (lo - half) : last - (lo - half)] = _ONE_HOT[_CODES[bases]]
+                positions, classes = sites[contig, strand]
+                a, b = np.searchsorted(positions, [lo, lo + window])
+                y[row, positions[a:b] - lo] = classes[a:b]
+                if strand < 0:
+                    X[row] = X[row, ::-1, ::-1]  # reverse complement: positions reversed, ACGT -> TGCA
+                    y[row] = y[row, ::-1]
+            yield Block(start, X, y)
+
+    return blocks
 
 
 def _site_arrays(genes: dict[str, list[Transcript]], where: str) -> dict:

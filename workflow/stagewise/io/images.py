@@ -1,6 +1,6 @@
 """Image files as a `Source`: a folder of class folders (ImageFolder) or a table of paths and labels.
 
-Images are decoded with Pillow in blocks of about `readers.BLOCK_BYTES` (memory stays flat in the
+Images are decoded with Pillow in blocks of about `source.BLOCK_BYTES` (memory stays flat in the
 number of images), converted to the configured channels, resized and/or centre-cropped, scaled
 and, with given statistics, normalised; rows are float32 (C, H, W). Statistics computed on the
 training split (`normalize: auto`) are applied by `standardize` once every split is written.
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StagewiseError
-from .readers import Block, Source, as_labels, block_rows
+from .source import Block, Source, as_labels, block_rows, no_table_keys
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 DEFAULTS = {
@@ -251,15 +251,13 @@ def _digest(files: list[Path], root: Path, tables: list[str]) -> str:
 @contextmanager
 def open_images(path: str, spec: dict, scratch: Path) -> Iterator[Source]:
     """A folder of class folders, or a .csv/.tsv of image paths and labels, as a Source of (C, H, W) rows."""
-    from .readers import _no_table_keys
-
     options = settings(spec)
     if Path(path).is_dir():
-        _no_table_keys(spec, path)
+        no_table_keys(spec, path)
         files, labels = _list_folder(Path(path))
         labels, covariates, root, tables = as_labels(labels), {}, Path(path), []
     else:
-        _no_table_keys(spec, path, allowed=("covariates",))
+        no_table_keys(spec, path, allowed=("covariates",))
         files, labels, covariates = _read_table(path, spec, options["column"])
         root, tables = Path(path).parent, [path]
         if not files:

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from ..errors import StagewiseError
 from .hdf5 import chunk_rows
-from .readers import Block, Source, array_blocks, as_labels, block_rows
+from .source import Block, Source, array_blocks, as_labels, block_rows
 
 
 def _columns(path: str, header: list[str], spec: dict) -> tuple[str, list[str], list[str]]:

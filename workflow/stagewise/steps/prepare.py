@@ -13,7 +13,7 @@ from .. import encoding, splits
 from ..errors import StagewiseError
 from ..files import sha256_file, sha256_json, write_json
 from ..io import hdf5, readers
-from ..io.readers import Source
+from ..io.source import Block, Source
 
 SPLITS = splits.NAMES
 
@@ -24,7 +24,7 @@ class _Rows:
     def __init__(self, missing: str, where: str) -> None:
         self.missing, self.where, self.count, self.first = missing, where, 0, []
 
-    def clean(self, block: readers.Block):
+    def clean(self, block: Block):
         X = block.X
         values = X if isinstance(X, np.ndarray) else X.data
         bad = ~np.isfinite(values)
