@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 from sklearn import metrics as skm
-from stagewise import bootstrap, metrics
+from stagewise import bootstrap, metric_names, metrics, tasks
 
 
 def _classes(n=120, c=4, seed=0):
@@ -146,3 +146,25 @@ def test_metric_selection_expands_families():
     scores = {"accuracy": 1.0, "f1": 0.5, "top_1": 1.0, "top_3": 1.0}
     assert metrics.select(scores, ["f1", "top_k"], "classification") == {"f1": 0.5, "top_1": 1.0, "top_3": 1.0}
     assert metrics.select(scores, None, "classification") == scores
+
+
+def _predictions(task: str, n: int = 40) -> dict:
+    rng = np.random.default_rng(0)
+    return {
+        "classification": {"labels": rng.integers(0, 3, n), "probabilities": rng.dirichlet(np.ones(3), n)},
+        "regression": {"labels": rng.normal(size=n), "predictions": rng.normal(size=n)},
+        "sequence_labeling": {"labels": rng.integers(0, 3, (n, 6)), "probabilities": rng.dirichlet(np.ones(3), (n, 6))},
+        "counts": {"nll": rng.random(n), "kl": rng.random(n)},
+    }[task]
+
+
+@pytest.mark.parametrize("name", sorted(tasks.TASKS))
+def test_every_task_bootstraps_each_headline_metric_it_scores(name):
+    """A task's `score`, `replicate` and metric names agree: one interval per headline metric, the primary one too."""
+    task, names = tasks.get(name), ["none", "a", "b"]
+    data = _predictions(name)
+    scores = metrics.select(task.score(data, names, [1, 2]), None, name)
+    reps = bootstrap.replicates(name, data, 20, 0, **task.bootstrap_options(names, [1, 2]))
+    assert set(reps) == set(scores) and task.primary in scores
+    assert {metric_names.family(s) for s in scores} <= set(task.headline)
+    assert set(task.validation) <= set(task.headline) and task.default_loss("nb") in task.losses
