@@ -108,7 +108,7 @@ FAULTS = [
     ),
     Fault(
         "train_per_class seeded from the clock",
-        "workflow/stagewise/steps/prepare.py",
+        "workflow/stagewise/splits.py",
         "    rng = np.random.default_rng(seed)\n    keep",
         "    rng = np.random.default_rng()\n    keep",
         [P + "test_train_per_class_sampling_is_seeded_byte_for_byte"],
@@ -130,14 +130,14 @@ FAULTS = [
     ),
     Fault(
         "train_per_class keeps one sample too many",
-        "workflow/stagewise/steps/prepare.py",
+        "workflow/stagewise/splits.py",
         "[:limit] for c in",
         "[:limit + 1] for c in",
         [P + "test_train_per_class_sampling_is_seeded_byte_for_byte"],
     ),
     Fault(
         "train_per_class ignores the dataset's seed",
-        "workflow/stagewise/steps/prepare.py",
+        "workflow/stagewise/splits.py",
         "    rng = np.random.default_rng(seed)\n    keep",
         "    rng = np.random.default_rng(0)\n    keep",
         [P + "test_train_per_class_sampling_is_seeded_byte_for_byte"],
