@@ -3,6 +3,7 @@
 A stagewise checkpoint is `{"state_dict": {name: tensor}, "stagewise": {metadata}}` holding only
 tensors, strings, numbers, lists and dicts, so `torch.load(path, weights_only=True)` reads it; the
 same as `.safetensors` keeps the metadata as JSON under the header's `__metadata__["stagewise"]`.
+The metadata is read into and written from one record, `metadata.CheckpointMeta`.
 Also read: a plain state_dict, a dict holding one under `state_dict`/`model_state_dict`/`model`,
 and a Lightning `.ckpt` (its common key prefix such as `model.` stripped).
 
@@ -101,7 +102,7 @@ def _torch_load(path: Path, mmap: bool) -> object:
 
 def _unpickling_detail(error: Exception) -> str:
     """The code the pickle asks for, without torch's advice to allowlist it."""
-    found = re.search(r"GLOBAL ([\w.]+)|Unsupported global: ([\w.]+)", str(error))
+    found = re.search(r"GLOBAL ([\w.]+)|Unsupported global: (?!GLOBAL )([\w.]+)", str(error))  # torch 2.6+: both
     return f"it references {found.group(1) or found.group(2)}" if found else f"{type(error).__name__}"
 
 
