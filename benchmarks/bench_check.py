@@ -37,9 +37,8 @@ from stagewise import config
 from stagewise.steps import compatibility, prepare
 cfg = config.load('config.yaml')
 with tempfile.TemporaryDirectory() as tmp:
-    out = {k: f'{tmp}/{k}.h5' for k in ('train', 'val', 'test', 'summary')}
-    prepare.run({}, out, {'dataset': cfg['data']['target'], 'name': 'target', 'split': False})
-    report, start = compatibility.check('big.pt', out['train'], cfg['model'], cfg['pretrained'], 0)
+    prepare.read(cfg['data']['target'], 'target', cfg['model']['task'], f'{tmp}/target.h5')
+    report, start = compatibility.check('big.pt', f'{tmp}/target.h5', cfg['model'], cfg['pretrained'], 0)
 assert start is not None
 print(compatibility.render(report))
 """
@@ -100,18 +99,14 @@ def _in_process(folder: Path) -> dict[str, float]:
 
     os.chdir(folder)  # the config's paths are relative to it, as for the CLI
     cfg = sw_config.load("config.yaml")
-    splits = {k: str(folder / f"{k}.h5") for k in ("train", "val", "test")}
-    prepare.run(
-        {},
-        {**splits, "summary": str(folder / "summary.json")},
-        {"dataset": cfg["data"]["target"], "name": "target", "split": False},
-    )
+    train = str(folder / "target.h5")
+    prepare.read(cfg["data"]["target"], "target", cfg["model"]["task"], train)
     out = {}
     started = time.perf_counter()
     torch.load(folder / "big.pt", mmap=True, weights_only=True)
     out["torch.load(mmap=True)"] = time.perf_counter() - started
     started = time.perf_counter()
-    report, start = compatibility.check(str(folder / "big.pt"), splits["train"], cfg["model"], cfg["pretrained"], 0)
+    report, start = compatibility.check(str(folder / "big.pt"), train, cfg["model"], cfg["pretrained"], 0)
     out["compatibility.check"] = time.perf_counter() - started
     assert start is not None, compatibility.render(report)
     return out
