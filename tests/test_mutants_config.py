@@ -147,6 +147,17 @@ def test_the_schema_leaves_stage_and_pretrain_overrides_without_defaults():
         return sum(defaults(v) for v in node) if isinstance(node, list) else 0
 
     assert defaults(stage["properties"]) == 0 and defaults(pretrain) == 0
+    raw = yaml.safe_load(sw_config.SCHEMA_PATH.read_text())["properties"]
+
+    def stripped(node):
+        if isinstance(node, dict):
+            return {k: stripped(v) for k, v in node.items() if k != "default"}
+        return [stripped(v) for v in node] if isinstance(node, list) else node
+
+    raw_stage = raw["experiments"]["additionalProperties"]["properties"]["stages"]["items"]["properties"]
+    assert stage["properties"] == stripped(raw_stage)  # every other key kept, lists (anyOf, enum) included
+    assert pretrain == stripped(raw["pretrained"]["properties"]["training"]["properties"])
+    assert any(isinstance(v, list) for p in stage["properties"].values() for v in p.values())
     assert defaults(schema["properties"]["training"]) > 10  # `training` keeps its defaults
     assert "epochs" in stage["properties"] and "optimizer" in pretrain
     assert sw_config.default_lr() == 1e-4
@@ -206,6 +217,23 @@ def test_every_error_is_listed_in_path_order_with_its_line(tmp_path):
         sw_config.validate(raw)
     assert str(error.value).splitlines() == ["config: invalid configuration:"] + [
         "  " + line.split(": ", 1)[1] for line in expected[1:]
+    ]
+
+
+def test_an_error_line_is_the_bad_keys_own(tmp_path):
+    path = tmp_path / "c.yaml"
+    config = copy.deepcopy(TINY)
+    config["model"]["architecture"] = {"x": 1}  # a mapping where a string belongs: the line of architecture
+    config["training"]["epochz"] = {"epochy": 1}  # two unknown keys: the line of the first
+    config["training"]["epochy"] = 2
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    rows = path.read_text().splitlines()
+    with pytest.raises(StagewiseError) as error:
+        sw_config.load(path)
+    assert str(error.value).splitlines()[1:] == [
+        f"  line {rows.index('  architecture:') + 1}: config.model.architecture: {{'x': 1}} is not of type 'string'",
+        f"  line {rows.index('  epochz:') + 1}: config.training: unknown key (Additional properties are not allowed "
+        "('epochy', 'epochz' were unexpected)); see config/README.md for the keys it accepts",
     ]
 
 
@@ -274,6 +302,20 @@ def test_read_merge_keys_and_nested_duplicates(tmp_path):
     path.write_text("base: &b\n  x: 1\nother:\n  <<: *b\n  y: 2\n")
     data, lines = sw_config.read(path)
     assert data == {"base": {"x": 1}, "other": {"x": 1, "y": 2}} and lines.line(["other", "y"]) == 5
+    path.write_text("base: &b\n  x: 1\nother:\n  <<: *b\n  y: 2\n  y: 3\n")  # keys after a merge are checked too
+    with pytest.raises(StagewiseError) as error:
+        sw_config.read(path)
+    assert str(error.value) == f"{path}:6: not valid YAML: duplicate key 'y' (first on line 5)"
+    path.write_text("? [1]\n: x\na: 1\na: 2\n")  # keys after an unhashable one are checked too
+    with pytest.raises(StagewiseError) as error:
+        sw_config.read(path)
+    assert str(error.value) == f"{path}:4: not valid YAML: duplicate key 'a' (first on line 3)"
+    path.write_text("a: \x07\n")  # a reader error: no line mark
+    with pytest.raises(StagewiseError) as error:
+        sw_config.read(path)
+    assert str(error.value).startswith(
+        f"{path}: not valid YAML: unacceptable character #x0007: special characters are not allowed"
+    )
     path.write_text("? [1, 2]\n: x\n")  # an unhashable key: PyYAML's own error
     with pytest.raises(StagewiseError, match=rf"^{path}:1: not valid YAML: found unhashable key"):
         sw_config.read(path)
@@ -303,7 +345,7 @@ def _with_files(tmp_path) -> dict:
     config = copy.deepcopy(TINY)
     config["data"]["source"] |= {"train": "src.csv", "test": "src_test.csv"}
     config["data"]["target"] |= {"train": "folder", "genome": {"annotation": "genes.gtf"}}
-    config["pretrained"] |= {"checkpoint": "model.pt", "feature_names": "features.txt"}
+    config["pretrained"] |= {"checkpoint": "model.pt", "feature_names": "features.txt", "label_names": "labels.txt"}
     return config
 
 
@@ -320,7 +362,9 @@ def test_named_files_and_check_files_name_every_missing_file_and_its_line(tmp_pa
         (["data", "target", "genome", "annotation"], "genes.gtf"),
         (["pretrained", "checkpoint"], "model.pt"),
         (["pretrained", "feature_names"], "features.txt"),
+        (["pretrained", "label_names"], "labels.txt"),
     ]
+    assert sw_config.load(path)["pretrained"]["checkpoint"] == "model.pt"  # files are checked only when asked
     (tmp_path / "folder").mkdir()  # data may be a folder
     (tmp_path / "src.csv").write_text("x")
     (tmp_path / "model.pt").mkdir()  # a checkpoint may not
@@ -337,6 +381,7 @@ def test_named_files_and_check_files_name_every_missing_file_and_its_line(tmp_pa
         f"  line {line('annotation: genes.gtf')}: data.target.genome.annotation: genes.gtf: not found",
         f"  line {line('checkpoint: model.pt')}: pretrained.checkpoint: model.pt: a folder, not a file",
         f"  line {line('feature_names: features.txt')}: pretrained.feature_names: features.txt: not found",
+        f"  line {line('label_names: labels.txt')}: pretrained.label_names: labels.txt: not found",
     ]
     with pytest.raises(StagewiseError) as error:
         sw_config.check_files(valid, made=lambda name: name != "genes.gtf")
@@ -344,7 +389,7 @@ def test_named_files_and_check_files_name_every_missing_file_and_its_line(tmp_pa
         f"config: files the config names do not exist (paths are relative to {tmp_path}):",
         "  data.target.genome.annotation: genes.gtf: not found",
     ]
-    for name in ("src_test.csv", "genes.gtf", "features.txt"):
+    for name in ("src_test.csv", "genes.gtf", "features.txt", "labels.txt"):
         (tmp_path / name).write_text("x")
     (tmp_path / "model.pt").rmdir()
     (tmp_path / "model.pt").write_text("x")

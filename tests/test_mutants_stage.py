@@ -82,8 +82,8 @@ def _outputs(folder) -> dict:
 
 
 def _history(path: str) -> list[dict]:
-    text = Path(path).read_text()
-    assert text.endswith("\n") and "\r" not in text
+    text = Path(path).read_bytes().decode()
+    assert text.endswith("\n") and "\r" not in text  # Unix line ends
     header, *rows = [line.split("\t") for line in text.splitlines()]
     assert all(len(row) == len(header) for row in rows)
     return [{k: float(v) for k, v in zip(header, row)} for row in rows]
