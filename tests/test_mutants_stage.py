@@ -192,7 +192,7 @@ def test_the_stage_streams_shuffled_training_batches_seeded_by_the_stage(data, t
     meta.params["in_features"] = 7
     meta.task = None  # a checkpoint without a task: classification
     stage = sw_config.pretrain_config(config)
-    stage["training"]["batch_size"] = 8
+    stage["training"] |= {"batch_size": 8, "epochs": 1}  # one epoch: a history of one row
     sw_stage.train_and_save(models.from_meta(meta), meta, data, _outputs(tmp_path / "out"), stage, "pretrain")
     train, val = made
     assert (train.path, train.shuffle, train.seed, train.batch_size) == (
@@ -205,7 +205,8 @@ def test_the_stage_streams_shuffled_training_batches_seeded_by_the_stage(data, t
     for batches in made:
         assert batches.columns.tolist() == [5, -1, 0, 1, 2, 3, 4]
         assert batches.categories == {"batch": ["p1", "p2"]}
-    assert "val_accuracy" in _history(str(tmp_path / "out/history.tsv"))[0]
+    (row,) = _history(str(tmp_path / "out/history.tsv"))
+    assert row["epoch"] == 1 and "val_accuracy" in row
 
 
 def test_new_parameters_and_masks_of_the_checkpoint_decide_what_train_new_trains(data, tmp_path):
