@@ -3,6 +3,7 @@
 #
 #   pip install mutmut==3.8.1
 #   bash benchmarks/mutation.sh [FOLDER] [MODULE.py ...]     # default /tmp/stagewise-mutation, the core modules
+#   MUTATION_COMMIT=HEAD bash benchmarks/mutation.sh ...        # a commit's tree instead of the working tree
 #
 # mutmut runs in a copy of the working tree (FOLDER/repo; the checkout is never edited), with the package
 # moved to src/stagewise: mutmut names a mutant after its file's module path and only knows the ./, src/ and
@@ -25,8 +26,12 @@ $(cd "$REPO" && ls tests/test_mutants_*.py 2>/dev/null | tr '\n' ' ')"
 
 rm -rf "$FOLDER"
 mkdir -p "$FOLDER/repo/src"
-tar -C "$REPO" --exclude=./.venv --exclude=./.git --exclude=./results --exclude=./build --exclude=./.snakemake \
-    --exclude=./mutants --exclude='*.egg-info' --exclude=__pycache__ --exclude=.pytest_cache -cf - . | tar -C "$FOLDER/repo" -xf -
+if [ -n "${MUTATION_COMMIT:-}" ]; then  # a commit instead of the working tree (others' edits in progress left out)
+  git -C "$REPO" archive "$MUTATION_COMMIT" | tar -C "$FOLDER/repo" -xf -
+else
+  tar -C "$REPO" --exclude=./.venv --exclude=./.git --exclude=./results --exclude=./build --exclude=./.snakemake \
+      --exclude=./mutants --exclude='*.egg-info' --exclude=__pycache__ --exclude=.pytest_cache -cf - . | tar -C "$FOLDER/repo" -xf -
+fi
 mv "$FOLDER/repo/workflow/stagewise" "$FOLDER/repo/src/stagewise"
 cd "$FOLDER/repo"
 {
@@ -60,10 +65,6 @@ export PYTHONPATH="$FOLDER/repo/mutants/src" PYTHONDONTWRITEBYTECODE=1 OMP_NUM_T
 mkdir -p mutants/src
 start=$(date +%s)
 mutmut run --max-children 1 || true  # one core: the machine is shared
-mutmut results --all true > "$FOLDER/results.txt" 2>&1 || mutmut results > "$FOLDER/results.txt" 2>&1 || true
-echo "mutmut run: $(( $(date +%s) - start )) s; results in $FOLDER/results.txt"
-python - "$FOLDER/results.txt" <<'EOF'
-import collections, sys
-counts = collections.Counter(line.rsplit(":", 1)[1].strip() for line in open(sys.argv[1]) if ":" in line and "__mutmut_" in line)
-print(dict(counts))
-EOF
+echo "mutmut run: $(( $(date +%s) - start )) s"
+# per module: killed % of the mutants not listed in benchmarks/mutation_equivalent.txt; the rest to FOLDER/survivors.tsv
+python "$REPO/benchmarks/mutation_score.py" "$FOLDER/repo" --equivalent "$REPO/benchmarks/mutation_equivalent.txt"
