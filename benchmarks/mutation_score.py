@@ -67,6 +67,13 @@ def changed_lines(original: list[str], mutant: list[str]) -> tuple[str, str]:
     return " ⏎ ".join(before), " ⏎ ".join(after)
 
 
+def _text(lines: list[str], spans: dict, name: str) -> list[str]:
+    """The non-blank lines of function `name` of the mutated file, its name replaced by FUNCTION."""
+    start, stop = spans[name]
+    body = [line.replace(name, "FUNCTION") for line in lines[start:stop]]
+    return [line for line in body if line.strip()]
+
+
 def mutants(repo: Path):
     """(module, mutmut name, function, before, after, status) of every mutant of the run."""
     root = repo / "mutants" / "src"
@@ -79,12 +86,7 @@ def mutants(repo: Path):
             local = key.rpartition(".")[2]
             orig = re.sub(r"__mutmut_\d+$", "__mutmut_orig", local)
 
-            def text(name: str) -> list[str]:
-                start, stop = spans[name]
-                body = [line.replace(name, "FUNCTION") for line in lines[start:stop]]
-                return [line for line in body if line.strip()]
-
-            before, after = changed_lines(text(orig), text(local))
+            before, after = changed_lines(_text(lines, spans, orig), _text(lines, spans, local))
             yield module, key, function_name(key), before, after, status(exit_code)
 
 
