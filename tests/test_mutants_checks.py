@@ -148,3 +148,19 @@ def test_widen_keeps_the_old_dtype_and_returns_only_the_grown_blocks():
     out, ranges = surgery.widen(old, torch.zeros(2, 9), [2, 3], [3, 4])
     assert ranges == [[4, 5], [8, 9]]
     assert out[:, 5:8].tolist() == old[:, 4:7].tolist()
+
+
+def test_the_origin_names_the_format_and_every_prefix_stripped(tmp_path):
+    weights = {"layer.weight": torch.ones(2, 2), "layer.bias": torch.zeros(2)}
+    cases = {
+        "plain.pt": ({f"module.{k}": v for k, v in weights.items()}, "plain state_dict, prefix 'module.' stripped"),
+        "wrapped.pt": ({"model_state_dict": weights}, "state_dict under 'model_state_dict'"),
+        "lightning.ckpt": (
+            {"state_dict": {f"net.module.{k}": v for k, v in weights.items()}, "pytorch-lightning_version": "2"},
+            "Lightning checkpoint, prefix 'net.' stripped, prefix 'module.' stripped",
+        ),
+    }
+    for name, (content, origin) in cases.items():
+        torch.save(content, tmp_path / name)
+        loaded = checkpoints.load(tmp_path / name)
+        assert loaded.origin == origin and loaded.state_dict.keys() == weights.keys()
