@@ -19,14 +19,18 @@ import argparse
 import copy
 import logging
 import statistics
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # split_files: arrays to a prepared file
+from split_files import Split, batches
 from stagewise import config, freezing, trainer
-from stagewise.io.hdf5 import Split
 from stagewise.models import build
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -59,7 +63,7 @@ def stagewise_loop(model, train, val, epochs):
     }
     cfg = config.stage_config(config.validate(raw), "bench", 0)["training"]
     selection = freezing.select(model, {"unfreeze_all": True}, [], {}, "bench")
-    trainer.fit(model, train, val, cfg, selection, "bench")
+    trainer.fit(model, batches(train, BATCH, shuffle=True), batches(val, BATCH), cfg, selection, "bench")
 
 
 def compute_only(model, train, val, epochs):

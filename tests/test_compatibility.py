@@ -9,11 +9,11 @@ import sys
 
 import numpy as np
 import pytest
+import split_files
 import torch
 from conftest import snakemake, write_config
 from stagewise import checkpoints, cli
 from stagewise.errors import StagewiseError
-from stagewise.io import hdf5
 from stagewise.metadata import CheckpointMeta
 from stagewise.models.mlp import MLP
 from stagewise.steps import compatibility, evaluate
@@ -39,7 +39,7 @@ def write_data(path, features=FEATURES, labels=LABELS, categories=None) -> str:
     rng = np.random.default_rng(0)
     n = 12
     codes = {k: np.arange(n) % len(v) for k, v in (categories or {}).items()}
-    split = hdf5.Split(
+    split = split_files.Split(
         rng.random((n, len(features)), dtype=np.float32),
         np.arange(n) % len(labels),
         list(features),
@@ -48,7 +48,7 @@ def write_data(path, features=FEATURES, labels=LABELS, categories=None) -> str:
         codes,
         categories or {},
     )
-    hdf5.write(path, split, "train", "0" * 64)
+    split_files.write(path, split, "train", "0" * 64)
     return str(path)
 
 
@@ -127,7 +127,7 @@ def test_features_reorder_permutes_the_data_to_the_checkpoints_order(tmp_path):
     report, start = run_check(tmp_path, features=FEATURES[::-1])
     check = next(c for c in report["checks"] if c["check"] == "features")
     assert check["status"] == "warning" and check["out_of_order"] and start.meta.feature_names == FEATURES
-    data = hdf5.read(tmp_path / "train.h5")
+    data = split_files.read(tmp_path / "train.h5")
     np.testing.assert_array_equal(as_the_model_reads(tmp_path / "train.h5", start.meta), data.X[:, ::-1])
 
 
@@ -156,7 +156,7 @@ def test_features_pad_zero_fills_missing_and_drops_extra(tmp_path):
     report, start = run_check(tmp_path, pretrained(features="pad"), features=found)
     assert report["status"] == "warning" and start.meta.padded_features == ["g3", "g4"]
     assert "2 zero-filled" in compatibility.render(report) and "1 dropped" in compatibility.render(report)
-    data = hdf5.read(tmp_path / "train.h5")
+    data = split_files.read(tmp_path / "train.h5")
     aligned = as_the_model_reads(tmp_path / "train.h5", start.meta)
     assert aligned.shape == (len(data.X), len(FEATURES))
     np.testing.assert_array_equal(aligned[:, [3, 4]], 0)
@@ -183,27 +183,28 @@ def test_plain_state_dict_takes_feature_names_from_a_file(tmp_path):
     assert {c["check"]: c["status"] for c in report["checks"]}["features"] == "warning"
     report, _ = run_check(tmp_path, pretrained(feature_names=str(tmp_path / "absent.txt")), model=model)
     assert "pretrained.feature_names: file" in errors(report)[0] and "absent.txt" in errors(report)[0]
-    report, start = run_check(
-        tmp_path, pretrained(label_names=str(labels)), model=model
-    )  # no feature names: assumed, and said so
-    assert report["status"] == "warning" and "records no feature names" in compatibility.render(report)
+    report, start = run_check(tmp_path, pretrained(label_names=str(labels)), model=model)  # no names: never assumed
+    assert start is None and "records no feature names, so nothing tells whether" in errors(report)[0]
+    assert "pretrained.feature_names: FILE" in errors(report)[0]
 
 
 def test_a_plain_state_dicts_label_order_is_never_assumed(tmp_path):
     state = write_checkpoint(tmp_path / "ck.pt", plain=True)
     model = MODEL | {"params": {"hidden": [8, 4]}}
-    report, start = run_check(tmp_path, model=model)
+    features = tmp_path / "features.txt"
+    features.write_text("\n".join(FEATURES) + "\n")
+    report, start = run_check(tmp_path, pretrained(feature_names=str(features)), model=model)
     assert start is None and "records no label names, so the order of its outputs is unknown" in errors(report)[0]
     assert "pretrained.label_names: FILE" in errors(report)[0] and "pretrained.head" in errors(report)[0]
     labels = tmp_path / "labels.txt"
     labels.write_text("c\na\nb\n")  # the lab's order: output 0 is c, 1 is a, 2 is b
-    report, start = run_check(tmp_path, pretrained(label_names=str(labels)), model=model)
+    report, start = run_check(tmp_path, pretrained(feature_names=str(features), label_names=str(labels)), model=model)
     assert start is not None and "rows are reordered" in compatibility.render(report)
     assert start.meta.label_names == LABELS
     for key in ("head.weight", "head.bias"):  # target a, b, c = checkpoint rows 1, 2, 0
         assert torch.equal(start.state_dict[key], state[key][[1, 2, 0]])
     labels.write_text("a\nb\nx\n")
-    report, start = run_check(tmp_path, pretrained(label_names=str(labels)), model=model)
+    report, start = run_check(tmp_path, pretrained(feature_names=str(features), label_names=str(labels)), model=model)
     assert start is None and "differ from the checkpoint's (a, b, x)" in errors(report)[0]
 
 
@@ -228,7 +229,7 @@ def test_locked_param_changed_is_an_error(tmp_path):
 def test_locked_with_a_plain_state_dict_says_it_cannot_be_checked(tmp_path):
     write_checkpoint(tmp_path / "ck.pt", plain=True)
     report, start = run_check(tmp_path, pretrained(locked=["hidden"]), model=MODEL | {"params": {"hidden": [8, 4]}})
-    assert start is None and "is a plain state_dict with no recorded params" in errors(report)[0]
+    assert start is None and any("is a plain state_dict with no recorded params" in m for m in errors(report))
 
 
 def test_param_change_is_reported_with_the_tensors_it_breaks(tmp_path):
@@ -360,9 +361,11 @@ def test_plain_state_dict_takes_its_categories_from_the_config(tmp_path):
     )
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(LABELS))
+    features = tmp_path / "features.txt"
+    features.write_text("\n".join(FEATURES))
     report, start = run_check(
         tmp_path,
-        pretrained(categories={"batch": ["b1", "b2"]}, label_names=str(labels)),
+        pretrained(categories={"batch": ["b1", "b2"]}, label_names=str(labels), feature_names=str(features)),
         model=model,
         categories={"batch": ["b1", "b2", "b3"]},
     )

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import split_files
 import torch
 from stagewise import checkpoints, config, freezing, metrics, trainer
 from stagewise.errors import StagewiseError
-from stagewise.io import hdf5
+from stagewise.io.batches import Batches
 from stagewise.metadata import CheckpointMeta
 from stagewise.models.cvae import CVAE
 from stagewise.steps import compatibility
@@ -89,11 +90,11 @@ def test_dispersion_per_gene_per_category_per_cell():
     assert cell.shape == (4, GENES) and not torch.equal(cell[0], cell[1])
 
 
-def counts_split(path, categories: dict, n: int = 48) -> hdf5.Split:
+def counts_split(path, categories: dict, n: int = 48) -> split_files.Split:
     rng = np.random.default_rng(0)
     X = rng.poisson(5.0, (n, GENES)).astype(np.float32)
     names = list(categories["batch"])
-    split = hdf5.Split(
+    split = split_files.Split(
         X,
         np.arange(n) % 2,
         [f"g{i}" for i in range(GENES)],
@@ -102,7 +103,7 @@ def counts_split(path, categories: dict, n: int = 48) -> hdf5.Split:
         {"batch": np.arange(n) % len(names)},
         {"batch": names},
     )
-    hdf5.write(path, split, "train", "0" * 64)
+    split_files.write(path, split, "train", "0" * 64)
     return split
 
 
@@ -167,7 +168,11 @@ def test_surgery_widens_exactly_the_covariate_columns_and_the_reference_latent_s
     masks = freezing.entry_masks(model, start.meta.new_parameter_masks)
     selection = freezing.select(model, {"train": ["new"], "freeze": ["head"]}, [], masks, "s")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    trainer.fit(model, query, query, settings, selection, "s", {"batch": ["r1", "r2", "q1"]}, task="counts")
+    served = {"feature_names": query.feature_names, "categories": {"batch": ["r1", "r2", "q1"]}}
+    train = Batches(str(tmp_path / "train.h5"), 16, shuffle=True, **served)
+    trainer.fit(
+        model, train, Batches(str(tmp_path / "train.h5"), 16, **served), settings, selection, "s", task="counts"
+    )
     after = model.state_dict()
     for key in before:
         if key in widened and not key.startswith("head."):  # freeze: [head] keeps gene-batch's new column too

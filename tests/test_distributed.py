@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import split_files
 import torch
 from conftest import TINY, copy_run, snakemake, snakemake_command, write_config
 from stagewise import distributed, resources
@@ -97,9 +98,11 @@ def test_batches_shards_cut_the_one_process_batches(tmp_path, monkeypatch):
     X = rng.normal(size=(203, 8)).astype(np.float32)
     X[:, 0] = np.arange(203)
     path = str(tmp_path / "s.h5")
-    hdf5.write(
+    split_files.write(
         path,
-        hdf5.Split(X, rng.integers(0, 2, 203), [f"f{i}" for i in range(8)], ["a", "b"], [f"s{i}" for i in range(203)]),
+        split_files.Split(
+            X, rng.integers(0, 2, 203), [f"f{i}" for i in range(8)], ["a", "b"], [f"s{i}" for i in range(203)]
+        ),
         "train",
         "test",
     )

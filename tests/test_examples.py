@@ -13,12 +13,12 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import split_files
 import torch
 import yaml
 from conftest import REPO, snakemake
 from stagewise import checkpoints, cli, config, trainer
 from stagewise.errors import StagewiseError
-from stagewise.io import hdf5
 from stagewise.steps import evaluate
 
 pytestmark = pytest.mark.e2e
@@ -106,7 +106,7 @@ def test_regression_targets_are_prepared_as_numbers(tmp_path):
     rows = "\n".join(f"{i * 0.1},{i * 0.5 - 3.25}" for i in range(40))
     (tmp_path / "t.csv").write_text("d0,energy\n" + rows + "\n")
     prepare.run({}, outputs, {"dataset": spec["data"]["target"], "name": "target", "task": "regression"})
-    split = hdf5.read(outputs["train"])
+    split = split_files.read(outputs["train"])
     assert split.y.dtype == np.float32 and split.label_names == ["energy"]
     assert np.allclose(split.y, split.X[:, 0] * 5 - 3.25, atol=1e-5)  # each row keeps its own target
     (tmp_path / "t.csv").write_text("d0,energy\n1,high\n2,low\n")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from split_files import Split, batches
 from stagewise import config, freezing, optim, trainer
 from stagewise.errors import StagewiseError
-from stagewise.io.hdf5 import Split
 from stagewise.models import build
 
 BASE = {
@@ -56,8 +56,22 @@ def run(model, policy: dict, new=(), masks=None, **training_cfg) -> tuple[dict, 
     before = {k: v.clone() for k, v in model.state_dict().items()}
     selection = freezing.select(model, policy, list(new), masks, "stage")
     categories = {"batch": ["b0", "b1"]} if getattr(model, "n_covariates", 0) else None
-    result = trainer.fit(model, train, val, settings(**training_cfg), selection, "stage", categories)
+    result = fit(model, train, val, settings(**training_cfg), selection, categories=categories)
     return before, model.state_dict(), result
+
+
+def fit(model, train: Split, val: Split, cfg: dict, selection, where: str = "stage", categories=None, **kwargs):
+    """`trainer.fit` on the two splits served as a stage serves its files (training batches shuffled, seeded)."""
+    served = {"categories": categories} if categories else {}
+    return trainer.fit(
+        model,
+        batches(train, cfg["batch_size"], shuffle=True, seed=cfg["seed"], **served),
+        batches(val, cfg["batch_size"], **served),
+        cfg,
+        selection,
+        where,
+        **kwargs,
+    )
 
 
 def test_head_stage_keeps_everything_else_bitwise_including_batchnorm_buffers():

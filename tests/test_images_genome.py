@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import split_files
 import yaml
 from conftest import snakemake, write_config
 from PIL import Image
 from stagewise import config
 from stagewise.errors import StagewiseError
-from stagewise.io import genome, hdf5, images, readers
+from stagewise.io import genome, images, readers
 from stagewise.steps import prepare
 
 SPLITS = ("train", "val", "test")
@@ -33,10 +34,12 @@ def _prepare(tmp_path: Path, dataset: dict, task: str = "classification", split:
     if not split:  # what `stagewise check` reads: one file, every selected row
         out.mkdir(parents=True, exist_ok=True)
         summary = prepare.read(_spec(dataset, task), "target", task, str(out / "all.h5"))
-        return {"train": hdf5.read(out / "all.h5"), "summary": summary}
+        return {"train": split_files.read(out / "all.h5"), "summary": summary}
     outputs = {k: str(out / f"{k}.h5") for k in SPLITS} | {"summary": str(out / "summary.json")}
     prepare.run({}, outputs, {"dataset": _spec(dataset, task), "name": "target", "task": task})
-    return {k: hdf5.read(outputs[k]) for k in SPLITS} | {"summary": json.loads(Path(outputs["summary"]).read_text())}
+    return {k: split_files.read(outputs[k]) for k in SPLITS} | {
+        "summary": json.loads(Path(outputs["summary"]).read_text())
+    }
 
 
 def _all(prepared: dict) -> dict[str, tuple[np.ndarray, str]]:

@@ -10,10 +10,10 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import split_files
 from conftest import TINY, snakemake, write_config
 from stagewise import config
 from stagewise.errors import StagewiseError
-from stagewise.io import hdf5
 from stagewise.steps import prepare
 
 SPLITS = ("train", "val", "test")
@@ -29,7 +29,7 @@ def table(n: int, seed: int = 0, batch: bool = False) -> pd.DataFrame:
     return frame
 
 
-def prepare_dataset(folder: Path, split: bool = True, **spec) -> tuple[dict[str, hdf5.Split], dict]:
+def prepare_dataset(folder: Path, split: bool = True, **spec) -> tuple[dict[str, split_files.Split], dict]:
     """Run the prepare_data step on `spec` (defaults filled by the schema); return the splits and summary.
     `split` false: `prepare.read` instead (what `stagewise check` reads), its one file as `train`."""
     full = {
@@ -42,10 +42,10 @@ def prepare_dataset(folder: Path, split: bool = True, **spec) -> tuple[dict[str,
     if not split:  # what `stagewise check` reads: one file, every selected row
         (folder / "out").mkdir(parents=True, exist_ok=True)
         summary = prepare.read(dataset, "target", "classification", str(folder / "out" / "all.h5"))
-        return {"train": hdf5.read(folder / "out" / "all.h5")}, summary
+        return {"train": split_files.read(folder / "out" / "all.h5")}, summary
     outputs = {k: str(folder / "out" / f"{k}.h5") for k in SPLITS} | {"summary": str(folder / "out" / "summary.json")}
     prepare.run({}, outputs, {"dataset": dataset, "name": "target"})
-    return {k: hdf5.read(outputs[k]) for k in SPLITS}, json.loads(Path(outputs["summary"]).read_text())
+    return {k: split_files.read(outputs[k]) for k in SPLITS}, json.loads(Path(outputs["summary"]).read_text())
 
 
 def _csv(folder: Path, frame: pd.DataFrame, name: str = "t.csv") -> str:

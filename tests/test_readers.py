@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from stagewise.io import hdf5
+import split_files
 from test_prepare import prepare_dataset, table
 
 
-def _rows_by_id(split: hdf5.Split) -> dict[str, np.ndarray]:
+def _rows_by_id(split: split_files.Split) -> dict[str, np.ndarray]:
     return dict(zip(split.sample_ids, split.X))
 
 

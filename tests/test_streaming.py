@@ -7,16 +7,17 @@ import tracemalloc
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import split_files
 from stagewise.errors import StagewiseError
 from stagewise.io import hdf5
 from stagewise.io.batches import Batches
 
 
-def _split(n: int, features: int = 16, seed: int = 0) -> hdf5.Split:
+def _split(n: int, features: int = 16, seed: int = 0) -> split_files.Split:
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, features)).astype(np.float32)
     X[:, 0] = np.arange(n)  # the row number, to follow samples through the shuffle
-    return hdf5.Split(
+    return split_files.Split(
         X,
         rng.integers(0, 3, n),
         [f"f{i}" for i in range(features)],
@@ -29,7 +30,7 @@ def _split(n: int, features: int = 16, seed: int = 0) -> hdf5.Split:
 
 def _write(tmp_path, n: int, **kw) -> str:
     path = str(tmp_path / f"split{n}.h5")
-    hdf5.write(path, _split(n, **kw), "train", "test")
+    split_files.write(path, _split(n, **kw), "train", "test")
     return path
 
 
@@ -58,7 +59,7 @@ def test_streaming_equals_in_memory_and_covers_every_sample(tmp_path, monkeypatc
 
 def test_unshuffled_batches_keep_file_order_and_labels(tmp_path):
     path = _write(tmp_path, 300)
-    split = hdf5.read(path)
+    split = split_files.read(path)
     batches = list(Batches(path, 64, in_memory="false").epoch(1))
     np.testing.assert_array_equal(np.concatenate([y.numpy() for _, _, y in batches]), split.y)
     np.testing.assert_array_equal(np.concatenate([x.numpy() for x, _, _ in batches]), split.X)
@@ -77,12 +78,12 @@ def test_sparse_split_is_densified_per_batch(tmp_path):
             )
     dense = np.concatenate([x.numpy() for x, _, _ in Batches(str(path), 16, in_memory="false").epoch(1)])
     np.testing.assert_array_equal(dense, X.toarray())
-    np.testing.assert_array_equal(hdf5.read(path).X, X.toarray())
+    np.testing.assert_array_equal(split_files.read(path).X, X.toarray())
 
 
 def test_feature_order_and_covariates_follow_the_model(tmp_path):
     path = _write(tmp_path, 100, features=3)
-    split = hdf5.read(path)
+    split = split_files.read(path)
     batches = Batches(path, 100, feature_names=["f2", "f0", "f1"], categories={"batch": ["p2", "p0", "p1"]})
     x, c, _ = next(batches.epoch(1))
     np.testing.assert_array_equal(x.numpy(), split.X[:, [2, 0, 1]])
@@ -127,7 +128,7 @@ def test_training_from_a_streamed_file_learns_and_matches_in_memory(tmp_path, mo
     split.X[:, 0] = 0.0
     split.y = (split.X[:, 1] > 0).astype(np.int64)
     path = str(tmp_path / "train.h5")
-    hdf5.write(path, split, "train", "test")
+    split_files.write(path, split, "train", "test")
     histories = []
     for mode in ("false", "true"):
         trainer.seed_everything(0)
@@ -136,7 +137,7 @@ def test_training_from_a_streamed_file_learns_and_matches_in_memory(tmp_path, mo
         result = trainer.fit(
             model,
             Batches(path, 32, shuffle=True, seed=0, in_memory=mode),
-            split,
+            Batches(path, 32, in_memory=mode),
             cfg,
             freezing.Selection(names={n for n, _ in model.named_parameters()}),
             "stage",
@@ -146,16 +147,19 @@ def test_training_from_a_streamed_file_learns_and_matches_in_memory(tmp_path, mo
     assert result.history[-1]["val_accuracy"] > 0.9
 
 
-def test_evaluate_and_validation_stream_the_split_never_reading_it_whole(tiny_run, tmp_path, monkeypatch):
+def test_evaluate_and_finetune_streamed_repeat_the_workflows_numbers(tiny_run, tmp_path, monkeypatch):
+    """The workflow read its small files into RAM; the same steps streaming them (block by block, read ahead)
+    give the same test metrics and the same training history."""
     import json
 
-    from stagewise.io import hdf5 as hdf5_module
+    from stagewise.io import batches
     from stagewise.steps import evaluate, finetune
 
-    def whole_read(path):
-        raise AssertionError(f"{path} was read whole")
-
-    monkeypatch.setattr(hdf5_module, "read", whole_read)
+    monkeypatch.setattr(batches, "AUTO_BYTES", 0)  # in_memory: auto now streams every file
+    streamed = []
+    monkeypatch.setattr(
+        batches, "_prefetched", lambda it, depth=2, real=batches._prefetched: streamed.append(1) or real(it)
+    )
     results = tiny_run / "results"
     model = results / "gradual/stages/1_head/model_best.pt"
     outputs = {"metrics": str(tmp_path / "m.json"), "predictions": str(tmp_path / "p.h5")}
@@ -174,6 +178,7 @@ def test_evaluate_and_validation_stream_the_split_never_reading_it_whole(tiny_ru
     assert (tmp_path / "history.out").read_text().splitlines()[1].split("\t")[:5] == (
         model.parent / "history.tsv"
     ).read_text().splitlines()[1].split("\t")[:5]
+    assert streamed  # the files were streamed, not loaded
 
 
 def test_a_last_training_batch_of_one_sample_joins_the_batch_before(tmp_path):
@@ -185,3 +190,28 @@ def test_a_last_training_batch_of_one_sample_joins_the_batch_before(tmp_path):
     assert sorted(_rows(train, 0)) == list(range(33))
     assert [len(y) for _, _, y in evaluation.epoch(0)] == [16, 16, 1] and len(evaluation) == 3
     assert [len(y) for _, _, y in Batches(_write(tmp_path, 34), 16, shuffle=True).epoch(0)] == [16, 16, 2]
+
+
+def test_streamed_batches_are_read_ahead_and_the_reader_stops_with_the_epoch(tmp_path, monkeypatch):
+    """Streaming, the next batch is read by a background thread: an error while reading reaches the caller, and an
+    epoch left early (a failed step) leaves no thread behind."""
+    import threading
+
+    from stagewise.io import batches as module
+
+    path = _write(tmp_path, 300)
+    streamed = Batches(path, 16, shuffle=True, seed=1, in_memory="false")
+    seen = []
+    monkeypatch.setattr(module, "_prefetched", lambda it, depth=2, real=module._prefetched: seen.append(1) or real(it))
+    epoch = streamed.epoch(1)
+    next(epoch)
+    assert seen and any(t.name == "stagewise-prefetch" for t in threading.enumerate())
+    epoch.close()
+    assert not any(t.name == "stagewise-prefetch" for t in threading.enumerate())
+
+    def broken(*_args):
+        raise StagewiseError("split300.h5: HDF5 read failed")
+
+    monkeypatch.setattr(hdf5, "read_rows", broken)
+    with pytest.raises(StagewiseError, match="HDF5 read failed"):
+        list(Batches(path, 16, in_memory="false").epoch(0))

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from split_files import batches
 from stagewise import freezing, losses, optim, trainer
 from stagewise.errors import StagewiseError
-from test_freezing import mlp, run, settings, splits
+from test_freezing import fit, mlp, run, settings, splits
 
 
 def lrs(spec: dict, epochs: int = 3, batches: int = 4, lr: float = 1.0) -> list[float]:
@@ -138,7 +139,7 @@ def test_settings_torch_rejects_are_errors_naming_the_key(key, value, message):
     selection = freezing.select(model, {}, [], {}, "stage")
     cfg = settings() | {key: value}
     with pytest.raises(StagewiseError, match=message):
-        trainer.fit(model, train, val, cfg, selection, "stage")
+        fit(model, train, val, cfg, selection)
 
 
 def test_losses():
@@ -203,7 +204,7 @@ def test_nan_loss_stops_naming_epoch_and_batch():
     model = mlp()
     selection = freezing.select(model, {}, [], {}, "stage")
     with pytest.raises(StagewiseError, match=r"stage: loss is nan at epoch 1, batch [1-6]; lower optimizer.lr"):
-        trainer.fit(model, train, val, settings(), selection, "stage")
+        fit(model, train, val, settings(), selection)
 
 
 def test_monitor_that_is_not_a_column_is_an_error_before_the_first_batch(monkeypatch):
@@ -219,20 +220,21 @@ def test_monitor_that_is_not_a_column_is_an_error_before_the_first_batch(monkeyp
 def test_covariates_are_one_hot_in_the_models_category_order():
     train, _ = splits(covariates=True)
     train.categories = {"batch": ["b1", "b0"]}  # the data's codes name categories in another order
-    onehot = trainer.covariate_inputs(train, {"batch": ["b0", "b1", "b2"]})
+    served = batches(train, 48, categories={"batch": ["b0", "b1", "b2"]})
+    _, onehot, _ = next(served.epoch(0))
     names = np.array(["b1", "b0"])[train.covariates["batch"]]
     assert onehot.shape == (48, 3) and (onehot.argmax(1).numpy() == np.array([int(n[1]) for n in names])).all()
-    assert trainer.covariate_inputs(train, None) is None
+    assert next(batches(train, 48).epoch(0))[1] is None
     with pytest.raises(StagewiseError, match=r"has categories \[.b0.\] unknown to the model"):
-        trainer.covariate_inputs(train, {"batch": ["b1"]})
+        next(batches(train, 48, categories={"batch": ["b1"]}).epoch(0))
 
 
 def test_predict_passes_covariates():
     train, _ = splits(covariates=True)
     model = mlp(n_covariates=2)
-    onehot = trainer.covariate_inputs(train, {"batch": ["b0", "b1"]})
-    out = trainer.predict(model, torch.from_numpy(train.X), 16, covariates=onehot)
+    out, _ = trainer.predict(model, batches(train, 16, categories={"batch": ["b0", "b1"]}))
     model.eval()
+    onehot = torch.eye(2)[train.covariates["batch"]]
     assert torch.allclose(out, model(torch.from_numpy(train.X), onehot).detach())
 
 
@@ -240,7 +242,7 @@ def test_tensorboard_writes_event_files(tmp_path):
     train, val = splits()
     model = mlp()
     selection = freezing.select(model, {}, [], {}, "stage")
-    trainer.fit(model, train, val, settings(tensorboard=True), selection, "stage", None, tmp_path / "tb")
+    fit(model, train, val, settings(tensorboard=True), selection, tensorboard=tmp_path / "tb")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tmp_path / "tb")).Reload()
@@ -273,14 +275,8 @@ def test_auto_mode_minimises_error_metrics():
     model = mlp(out_features=1)
     stage = settings(epochs=6, optimizer={"lr": 0.05})  # validated as classification, the helper's task
     stage["early_stopping"]["monitor"] = "val_mae"
-    result = trainer.fit(
-        model,
-        train,
-        val,
-        stage,
-        freezing.Selection({n for n, _ in model.named_parameters()}),
-        "stage",
-        task="regression",
+    result = fit(
+        model, train, val, stage, freezing.Selection({n for n, _ in model.named_parameters()}), task="regression"
     )
     errors = [row["val_mae"] for row in result.history]
     assert result.history[result.best_epoch - 1]["val_mae"] == min(errors) and max(errors) > min(errors)

@@ -60,9 +60,10 @@ def features(
     if expected is None:
         checks.add(
             "features",
-            "warning",
-            f"the checkpoint records no feature names; the data's {len(found)} features are assumed "
-            "to be its inputs in the same order (set pretrained.feature_names: FILE to check them)",
+            "error",
+            f"the checkpoint records no feature names, so nothing tells whether the data's {len(found)} features "
+            "are its inputs in the same order; give pretrained.feature_names: FILE (one name a line, in the order "
+            "of the model's inputs, e.g. the columns it was trained on)",
         )
         return found, []
     diff, mode = feature_diff(expected, found), pretrained["features"]

@@ -6,7 +6,6 @@ import functools
 import os
 import sys
 import time
-from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +15,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import distributed, freezing, metric_names, optim, tasks
+from . import distributed, early_stopping, freezing, optim, tasks
 from .errors import StagewiseError
-from .io.batches import Batches, batch_bounds, one_hot
-from .io.hdf5 import Split
-
-RESIDENT_BYTES = 2 << 30  # a training set smaller than this is moved to the GPU once, not per batch
+from .io.batches import Batches, batch_bounds
 
 
 @dataclass
@@ -55,39 +51,15 @@ def _autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
-def covariate_inputs(split: Split, categories: dict[str, list[str]] | None) -> torch.Tensor | None:
-    """The one-hot covariates a model takes (concatenated in `categories` order), or None when it takes none."""
-    if not categories:
-        return None
-    return torch.from_numpy(one_hot(split.covariates, split.categories, categories, "the data"))
-
-
 def _forward(model: nn.Module, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
     return model(x) if c is None else model(x, c)
 
 
 def predict(
-    model: nn.Module, X: torch.Tensor, batch_size: int, precision: str = "fp32", covariates: torch.Tensor | None = None
-) -> torch.Tensor | dict[str, torch.Tensor]:
-    """Outputs of `model` on `X` (and its one-hot `covariates`), in eval mode, batched, on the CPU (dicts for
-    counts)."""
-    device = next(model.parameters()).device
-    model.eval()
-    out = []
-    with torch.no_grad(), _autocast(precision, device):
-        for start in range(0, len(X), batch_size):
-            c = None if covariates is None else covariates[start : start + batch_size].to(device)
-            out.append(
-                tasks.apply(_forward(model, X[start : start + batch_size].to(device), c), lambda t: t.float().cpu())
-            )
-    return tasks.collect(out)
-
-
-def predict_stream(
     model: nn.Module, batches: Batches, precision: str = "fp32", keep_inputs: bool = False
 ) -> tuple[torch.Tensor | dict[str, torch.Tensor], torch.Tensor | None]:
-    """Outputs of `model` over a prepared split read block by block in file order, and its inputs if asked
-    (count likelihoods need them); memory holds the outputs, not the features."""
+    """Outputs of `model` over a prepared split in file order, in eval mode, on the CPU (dicts for counts), and its
+    inputs if asked (count likelihoods need them); memory holds the outputs, not the features."""
     device = next(model.parameters()).device
     model.eval()
     out, xs = [], []
@@ -99,60 +71,20 @@ def predict_stream(
     return tasks.collect(out), (torch.cat(xs) if keep_inputs else None)
 
 
-def _resident(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-    if tensor is None or device.type == "cpu" or tensor.nbytes > RESIDENT_BYTES:
-        return tensor
-    return tensor.to(device)
-
-
-def _batches(
-    data: tuple, order: torch.Tensor, bounds: list[tuple[int, int]], device: torch.device, rank: int = 0, world: int = 1
-) -> Iterator[tuple]:
-    """(x, covariates or None, y) batches of `order` cut at `bounds`: one whole-batch gather per tensor, then to
-    `device`
-    (of a data-parallel stage: rank `rank`'s part of each batch, as `Batches.shard` cuts it)."""
-    order = order.to(data[0].device)
-    for start, stop in bounds:
-        idx = order[start:stop]
-        if world > 1:
-            idx = idx[distributed.shard(len(idx), rank, world)]
-        yield tuple(None if t is None else t[idx].to(device, non_blocking=True) for t in data)
-
-
-def _improved(value: float, best: float | None, mode: str, delta: float) -> bool:
-    if best is None:
-        return True
-    return value < best - delta if mode == "min" else value > best + delta
-
-
 def _clone(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _val_outputs(model: nn.Module, val: Split | Batches, categories: dict | None, training: dict, task: str) -> tuple:
-    """Validation outputs, targets and inputs (None unless the loss needs them): streamed from the file, or a Split in
-    RAM."""
-    if isinstance(val, Batches):
-        outputs, x = predict_stream(model, val, training["precision"], keep_inputs=tasks.get(task).needs_inputs)
-        return outputs, torch.from_numpy(val.y), x
-    x = torch.from_numpy(val.X)
-    return (
-        predict(model, x, training["batch_size"], training["precision"], covariate_inputs(val, categories)),
-        torch.from_numpy(val.y),
-        x,
-    )
-
-
 def _val_row(
     model: nn.Module,
-    val: Split | Batches,
-    categories: dict | None,
+    val: Batches,
     loss_fn: tasks.TaskLoss,
     training: dict,
     device: torch.device,
     task: str,
 ) -> dict:
-    outputs, y, x = _val_outputs(model, val, categories, training, task)
+    outputs, x = predict(model, val, training["precision"], keep_inputs=tasks.get(task).needs_inputs)
+    y = torch.from_numpy(val.y)
     row = {
         "val_loss": float(
             loss_fn(
@@ -175,24 +107,35 @@ def _frozen_names(model: nn.Module) -> list[str]:
     return names
 
 
-def fit(
-    model: nn.Module,
-    train: Split | Batches,
-    val: Split | Batches | None,
-    training: dict,
-    selection: freezing.Selection,
-    where: str,
-    categories: dict | None = None,
-    tensorboard: Path | None = None,
-    task: str = "classification",
-) -> Result:
-    """Train the selected parameters of `model`; keep the best state by the monitored metric.
+@dataclass
+class _Step:
+    """What one optimisation step needs, set up once per run."""
 
-    In a data-parallel stage (`distributed.context().world > 1`) every rank runs this with the same model and
-    seed: each global batch of `batch_size` is cut across the ranks (`train` serves this rank's part; a `Split`
-    is cut here), each rank's loss is weighted by its share of the batch and the gradients are summed, so a step
-    sees the gradient of the whole batch's mean loss. Only rank 0 validates (`val` may be None elsewhere), keeps
-    states and writes TensorBoard; its early-stopping decision is broadcast."""
+    optimizer: torch.optim.Optimizer
+    schedule: optim.Schedule
+    loss_fn: tasks.TaskLoss
+    trained: list[torch.Tensor]  # the parameters the optimizer steps
+    masked: list[tuple[torch.Tensor, torch.Tensor]]  # (parameter, mask of its trainable entries) of `train: [new]`
+    sizes: torch.Tensor  # rows of each global batch of an epoch
+    precision: str
+    grad_clip: float | None
+
+
+def _record_modes(model: nn.Module, seen: dict[str, str]) -> list:
+    """Hooks that record the mode (train/eval) each norm and dropout layer first runs in."""
+
+    def record(module: nn.Module, _inputs: tuple, name: str) -> None:
+        seen.setdefault(name, "train" if module.training else "eval")
+
+    return [
+        m.register_forward_pre_hook(functools.partial(record, name=name))
+        for name, m in model.named_modules()
+        if isinstance(m, freezing.NORM_AND_DROPOUT)
+    ]
+
+
+def _start(model: nn.Module, train: Batches, training: dict, selection: freezing.Selection, where: str):
+    """Seed, place the model on its device, set what trains, and join the data-parallel group if any."""
     ctx = distributed.context()
     seed_everything(training["seed"])
     device = pick_device(training["device"]) if ctx.world == 1 else distributed.device(training["device"])
@@ -201,27 +144,74 @@ def fit(
     if ctx.world > 1:
         if training["batch_size"] < ctx.world:
             raise StagewiseError(distributed.check(training, where)[0])
-        if isinstance(train, Batches):
-            train.shard(ctx.rank, ctx.world)
+        train.shard(ctx.rank, ctx.world)
         if ctx.rank:  # dropout masks differ between ranks; rank 0 keeps one process's stream
             torch.manual_seed(training["seed"] + 7919 * ctx.rank)
         distributed.broadcast_state(model)
+    return ctx, device
+
+
+def _train_epoch(model: nn.Module, train: Batches, epoch: int, step: _Step, device: torch.device, bar) -> torch.Tensor:
+    """One epoch of optimisation steps; the loss of each batch (summed over the ranks of a data-parallel stage)."""
+    world = distributed.context().world
+    batch_losses = torch.empty(len(step.sizes), device=device)
+    for b, (xb, cb, yb) in enumerate(train.epoch(epoch, device)):
+        step.optimizer.zero_grad(set_to_none=True)
+        # in a data-parallel stage: this rank's share of the batch's mean loss, so the ranks' gradients add up
+        share = 1.0 if world == 1 else len(yb) / float(step.sizes[b])
+        if len(yb):
+            with _autocast(step.precision, device):
+                loss = step.loss_fn(tasks.apply(_forward(model, xb, cb), torch.Tensor.float), yb, xb, epoch)
+            loss = loss if world == 1 else loss * share
+            loss.backward()
+        else:  # a rank's part of the last batch may be empty
+            loss = torch.zeros((), device=device)
+        if world > 1:
+            distributed.all_reduce_gradients(step.trained, step.masked)  # masks of `train: [new]` after the sum
+        if step.grad_clip:
+            nn.utils.clip_grad_norm_(step.trained, step.grad_clip)
+        step.schedule.step(epoch - 1, b)
+        batch_losses[b] = loss.detach()
+        bar.update()
+    return distributed.all_reduce_sum(batch_losses).double().cpu()  # the epoch's one device sync
+
+
+def _check_finite(values: torch.Tensor, epoch: int, where: str) -> None:
+    bad = (~torch.isfinite(values)).nonzero()
+    if len(bad):
+        raise StagewiseError(
+            f"{where}: loss is {values[bad[0, 0]].item()} at epoch {epoch}, batch {bad[0, 0].item() + 1}; "
+            "lower optimizer.lr, set grad_clip, or use precision: fp32"
+        )
+
+
+def fit(
+    model: nn.Module,
+    train: Batches,
+    val: Batches | None,
+    training: dict,
+    selection: freezing.Selection,
+    where: str,
+    tensorboard: Path | None = None,
+    task: str = "classification",
+) -> Result:
+    """Train the selected parameters of `model` on the batches of `train`; keep the best state by the monitored
+    metric on `val`.
+
+    In a data-parallel stage (`distributed.context().world > 1`) every rank runs this with the same model and
+    seed: each global batch of `batch_size` is cut across the ranks (`train` serves this rank's part), each rank's
+    loss is weighted by its share of the batch and the gradients are summed, so a step sees the gradient of the
+    whole batch's mean loss. Only rank 0 validates (`val` may be None elsewhere), keeps states and writes
+    TensorBoard; its early-stopping decision is broadcast."""
+    ctx, device = _start(model, train, training, selection, where)
     frozen = _frozen_names(model)
     frozen_start = distributed.digest(model.state_dict(), frozen)
-    streamed = isinstance(train, Batches)  # a prepared file read block by block (io.batches), else a Split in RAM
-    data = (
-        None
-        if streamed
-        else tuple(
-            _resident(t, device)
-            for t in (torch.from_numpy(train.X), covariate_inputs(train, categories), torch.from_numpy(train.y))
-        )
+    n, epochs = len(train.y), training["epochs"]
+    sizes = torch.tensor(
+        [b - a for a, b in batch_bounds(n, training["batch_size"], training=True)], dtype=torch.float64
     )
-    n, batch_size, epochs = len(train.y), training["batch_size"], training["epochs"]
-    bounds = batch_bounds(n, batch_size, training=True)  # as `Batches` serves a training epoch
-    n_batches = len(bounds)
     optimizer = optim.build_optimizer(model, selection.names, training, where)
-    schedule = optim.Schedule(optimizer, training["scheduler"], epochs, n_batches, where)
+    schedule = optim.Schedule(optimizer, training["scheduler"], epochs, len(sizes), where)
     n_classes = len(train.label_names) or int(train.y.max()) + 1
     loss_fn = tasks.get(task).loss(
         training["loss"], train.y, n_classes, device, getattr(model, "likelihood", "nb"), f"{where}.loss"
@@ -229,89 +219,33 @@ def fit(
     handles = freezing.freeze_entries(model, selection.masks, optimizer)
     trained = [p for group in optimizer.param_groups for p in group["params"]]
     masked = [(model.get_parameter(name), mask.to(device)) for name, mask in selection.masks.items()]
-    stop = training["early_stopping"]
-    metric_names.check_monitor(task, stop["monitor"], where, train.label_names)
-    mode = (
-        stop["mode"] if stop["mode"] != "auto" else ("max" if metric_names.higher_is_better(stop["monitor"]) else "min")
-    )
-    generator = torch.Generator().manual_seed(training["seed"])
-    sizes = torch.tensor([stop - start for start, stop in bounds], dtype=torch.float64)
+    step = _Step(optimizer, schedule, loss_fn, trained, masked, sizes, training["precision"], training["grad_clip"])
+    stopper = early_stopping.Stopper(training["early_stopping"], task, where, train.label_names)
     writer = _tensorboard(tensorboard) if training.get("tensorboard") and ctx.main else None
-    result = Result(best_state={}, last_state={})
-    best, waited = None, 0
-    modes_seen: dict[str, str] = {}
-
-    def record_mode(module: nn.Module, _inputs: tuple, name: str) -> None:
-        modes_seen.setdefault(name, "train" if module.training else "eval")
-
-    hooks = [
-        m.register_forward_pre_hook(functools.partial(record_mode, name=name))
-        for name, m in model.named_modules()
-        if isinstance(m, freezing.NORM_AND_DROPOUT)
-    ]
-    bar = tqdm(total=epochs * n_batches, desc=where, file=sys.stderr, mininterval=1.0, disable=not ctx.main)
+    result, modes_seen = Result(best_state={}, last_state={}), {}
+    hooks = _record_modes(model, modes_seen)
+    bar = tqdm(total=epochs * len(sizes), desc=where, file=sys.stderr, mininterval=1.0, disable=not ctx.main)
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         freezing.set_train_mode(model)
-        batch_losses = torch.empty(n_batches, device=device)
-        order = torch.randperm(n, generator=generator)
-        batches = train.epoch(epoch, device) if streamed else _batches(data, order, bounds, device, ctx.rank, ctx.world)
-        for b, (xb, cb, yb) in enumerate(batches):
-            optimizer.zero_grad(set_to_none=True)
-            if ctx.world == 1:
-                with _autocast(training["precision"], device):
-                    loss = loss_fn(tasks.apply(_forward(model, xb, cb), torch.Tensor.float), yb, xb, epoch)
-                loss.backward()
-            else:  # this rank's share of the batch's mean loss; the ranks' gradients add up to the whole batch's
-                share = len(yb) / float(sizes[b])
-                if len(yb):
-                    with _autocast(training["precision"], device):
-                        loss = loss_fn(tasks.apply(_forward(model, xb, cb), torch.Tensor.float), yb, xb, epoch) * share
-                    loss.backward()
-                else:
-                    loss = torch.zeros((), device=device)
-                distributed.all_reduce_gradients(trained, masked)  # masks of `train: [new]` applied after the sum
-            if training["grad_clip"]:
-                nn.utils.clip_grad_norm_(trained, training["grad_clip"])
-            schedule.step(epoch - 1, b)
-            batch_losses[b] = loss.detach()
-            bar.update()
-        values = distributed.all_reduce_sum(batch_losses).double().cpu()  # the epoch's one device sync
+        values = _train_epoch(model, train, epoch, step, device, bar)
         distributed.broadcast_state(model, buffers_only=True)
-        bad = (~torch.isfinite(values)).nonzero()
-        if len(bad):
-            raise StagewiseError(
-                f"{where}: loss is {values[bad[0, 0]].item()} at epoch {epoch}, batch {bad[0, 0].item() + 1}; "
-                "lower optimizer.lr, set grad_clip, or use precision: fp32"
-            )
+        _check_finite(values, epoch, where)
         train_seconds = time.perf_counter() - started
         for hook in hooks:
             hook.remove()
         hooks = []
         row = {"epoch": epoch, "lr": schedule.lr, "train_loss": float((values * sizes).sum() / n)}
         schedule.end_epoch()
-        if not ctx.main:  # rank 0 validates and decides; the others follow its decision
-            if distributed.broadcast_flag(False, device):
-                break
-            continue
-        row |= _val_row(model, val, categories, loss_fn, training, device, task)
-        row |= {"seconds": round(time.perf_counter() - started, 4), "samples_per_s": round(n / train_seconds, 1)}
-        result.history.append(row)
-        bar.set_postfix(train_loss=f"{row['train_loss']:.4g}", val_loss=f"{row['val_loss']:.4g}", refresh=False)
-        if writer is not None:
-            for key, value in row.items():
-                if key != "epoch":
-                    writer.add_scalar(key, value, epoch)
-        if _improved(row[stop["monitor"]], best, mode, stop["min_delta"]):
-            best, waited, result.best_epoch = row[stop["monitor"]], 0, epoch
-            result.best_state = _clone(model)
-        else:
-            waited += 1
-            if stop["patience"] and waited >= stop["patience"]:
-                result.stopped = (
-                    f"early stopping: {stop['monitor']} did not improve for {waited} epochs (best "
-                    f"{best:.6g} at epoch {result.best_epoch})"
-                )
+        if ctx.main:  # rank 0 validates and decides; the others follow its decision
+            row |= _val_row(model, val, loss_fn, training, device, task)
+            row |= {"seconds": round(time.perf_counter() - started, 4), "samples_per_s": round(n / train_seconds, 1)}
+            result.history.append(row)
+            bar.set_postfix(train_loss=f"{row['train_loss']:.4g}", val_loss=f"{row['val_loss']:.4g}", refresh=False)
+            _log_scalars(writer, row)
+            if stopper.update(row):
+                result.best_epoch, result.best_state = epoch, _clone(model)
+            result.stopped = stopper.stopped
         if distributed.broadcast_flag(bool(result.stopped), device):
             break
     bar.close()
@@ -321,9 +255,32 @@ def fit(
         handle.remove()
     result.stopped = result.stopped or f"completed {epochs} epochs"
     result.last_state = _clone(model) if ctx.main else {}
+    _audit(model, optimizer, selection, result, modes_seen, frozen, frozen_start)
+    return result
+
+
+def _log_scalars(writer, row: dict) -> None:
+    if writer is not None:
+        for key, value in row.items():
+            if key != "epoch":
+                writer.add_scalar(key, value, row["epoch"])
+
+
+def _audit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    selection: freezing.Selection,
+    result: Result,
+    modes_seen: dict,
+    frozen: list[str],
+    frozen_start: str,
+) -> None:
+    """The freeze audit: what trained, the optimizer's groups, the layer modes; in a data-parallel stage each
+    rank's own view (its final weights, its frozen tensors before and after, its layer modes)."""
     groups = [{"lr_scale": g["lr_scale"], "parameters": g["names"]} for g in optimizer.param_groups]
     result.audit = freezing.audit(model, selection.masks) | {"modes": modes_seen, "optimizer_groups": groups}
-    if ctx.world > 1:  # each rank's own view: its final weights, its frozen tensors before and after, its layer modes
+    ctx = distributed.context()
+    if ctx.world > 1:
         state = model.state_dict()
         result.audit["ranks"] = distributed.gather(
             {
@@ -334,7 +291,6 @@ def fit(
                 "modes": modes_seen,
             }
         )
-    return result
 
 
 def _tensorboard(folder: Path | None):

@@ -8,6 +8,8 @@ permutations are used, so both modes give the same batches.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -144,22 +146,47 @@ class Batches:
         self, epoch: int, device: torch.device | str = "cpu"
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
         """The batches of one epoch (its shuffle seeded by `seed` and `epoch`), moved to `device`. Training (`shuffle`):
-        a last batch of a single sample joins the batch before it, as BatchNorm needs two samples to train."""
+        a last batch of a single sample joins the batch before it, as BatchNorm needs two samples to train.
+
+        Streamed from the file or bound for a GPU, the next batch is read (and pinned) by a background thread while
+        the current one computes; the batches and their order are the same either way."""
+        device = torch.device(device)
+        host = (self._host(batch, device) for batch in self._joined(epoch))
+        prefetch = device.type == "cuda" or not self.in_memory
+        for X, c, y in _prefetched(host) if prefetch else host:
+            yield (
+                X.to(device, non_blocking=True),
+                None if c is None else c.to(device, non_blocking=True),
+                y.to(device, non_blocking=True),
+            )
+
+    def _joined(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
         held = None
         for batch in self._global_batches(epoch):
             if held is not None and self.shuffle and len(batch[1]) == 1 < self.batch_size:  # only the last can be short
                 batch = _join(held, batch)
             elif held is not None:
-                yield self._local(held, device)
+                yield held
             held = batch
         if held is not None:
-            yield self._local(held, device)
+            yield held
 
-    def _local(self, batch: tuple, device) -> tuple:
-        """This process's part of a global batch, as tensors on `device`."""
+    def _host(self, batch: tuple, device: torch.device) -> tuple:
+        """This process's part of a global batch as CPU tensors, in pinned memory when bound for a GPU."""
         X, y, covariates = batch
         part = self._part(0, len(y))
-        return self._tensors(X[part], y[part], {k: v[part] for k, v in covariates.items()}, device)
+        X, y, covariates = X[part], y[part], {k: v[part] for k, v in covariates.items()}
+        if self.columns is not None:
+            X = np.where(self.columns >= 0, X[:, np.maximum(self.columns, 0)], np.float32(0)).astype(X.dtype)
+        c = (
+            torch.from_numpy(one_hot(covariates, self.layout.categories, self.categories, self.path))
+            if self.categories
+            else None
+        )
+        tensors = (torch.from_numpy(np.ascontiguousarray(X)), c, torch.from_numpy(np.ascontiguousarray(y)))
+        if device.type == "cuda":
+            return tuple(None if t is None else t.pin_memory() for t in tensors)
+        return tensors
 
     def _global_batches(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
         """Every process's rows of each batch of the epoch, in order."""
@@ -184,20 +211,6 @@ class Batches:
         part = shard(stop - start, self.rank, self.world)
         return slice(start + part.start, start + part.stop)
 
-    def _tensors(self, X: np.ndarray, y: np.ndarray, covariates: dict, device) -> tuple:
-        if self.columns is not None:
-            X = np.where(self.columns >= 0, X[:, np.maximum(self.columns, 0)], np.float32(0)).astype(X.dtype)
-        c = (
-            torch.from_numpy(one_hot(covariates, self.layout.categories, self.categories, self.path))
-            if self.categories
-            else None
-        )
-        return (
-            torch.from_numpy(np.ascontiguousarray(X)).to(device, non_blocking=True),
-            None if c is None else c.to(device, non_blocking=True),
-            torch.from_numpy(np.ascontiguousarray(y)).to(device, non_blocking=True),
-        )
-
     @property
     def sample_ids(self) -> list[str]:
         """The split's sample ids, in file order (the order of an unshuffled epoch)."""
@@ -206,3 +219,36 @@ class Batches:
     def close(self) -> None:
         """Close the file."""
         self._h5.close()
+
+
+def _prefetched(batches: Iterator[tuple], depth: int = 2) -> Iterator[tuple]:
+    """`batches`, produced up to `depth` ahead by a background thread (reading the file, one-hot, pinning)."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        ready.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(done)
+        except BaseException as error:  # raised again in the consumer, with the file's own message
+            ready.put(error)
+
+    thread = threading.Thread(target=produce, daemon=True, name="stagewise-prefetch")
+    thread.start()
+    try:
+        while (item := ready.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()

@@ -1,4 +1,4 @@
-"""The prepared HDF5 layout (DESIGN.md §4): write a split block by block, read it back whole or by rows."""
+"""The prepared HDF5 layout: a split file written block by block (`Writer`) and read by rows."""
 
 from __future__ import annotations
 
@@ -16,19 +16,6 @@ from ..files import atomic_path
 FORMAT = 1
 _STR = h5py.string_dtype("utf-8")
 CHUNK_BYTES = 1 << 20  # ~1 MiB of features per HDF5 chunk
-
-
-@dataclass
-class Split:
-    """One prepared split, in memory."""
-
-    X: np.ndarray
-    y: np.ndarray
-    feature_names: list[str]
-    label_names: list[str]
-    sample_ids: list[str]
-    covariates: dict[str, np.ndarray] = field(default_factory=dict)
-    categories: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -121,20 +108,6 @@ class Writer:
         return self._stack.__exit__(*exc)
 
 
-def write(path: str | Path, split: Split, name: str, source_sha256: str) -> None:
-    """Write one in-memory split atomically."""
-    layout = Layout(
-        split.feature_names,
-        split.label_names,
-        split.X.shape[1:],
-        split.y.shape[1:],
-        categories=split.categories,
-        label_dtype=str(split.y.dtype),
-    )
-    with Writer(path, layout, {"split": name, "source_sha256": source_sha256}, len(split.y)) as out:
-        out.append(split.X, split.y, split.sample_ids, split.covariates)
-
-
 def _strings(values) -> list[str]:
     return [s.decode() if isinstance(s, bytes) else str(s) for s in values]
 
@@ -192,13 +165,3 @@ def read_rows(h5: h5py.File, start: int, stop: int) -> tuple[np.ndarray, np.ndar
         features = X[start:stop]
     covariates = {k: v[start:stop] for k, v in h5.get("covariates", {}).items()}
     return features, h5["y"][start:stop], covariates
-
-
-def read(path: str | Path) -> Split:
-    """Read a prepared split into memory (sparse features densified)."""
-    with open_split(path) as h5:
-        info, n = layout(h5), n_samples(h5)
-        X, y, covariates = read_rows(h5, 0, n)
-        return Split(
-            X, y, info.feature_names, info.label_names, _strings(h5["sample_ids"][()]), covariates, info.categories
-        )

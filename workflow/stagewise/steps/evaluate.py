@@ -41,12 +41,12 @@ def predict(model: nn.Module, test: Batches, meta: CheckpointMeta, inputs: dict,
     """The prediction arrays of the test split (`tasks`); a task with a latent space (counts) and labels adds kNN
     label transfer (`knn_k` neighbours) from the `reference` split's latent space (labels matched by name)."""
     task = tasks.get(meta.task or "classification")
-    output, x = trainer.predict_stream(model, test, keep_inputs=task.needs_inputs)
+    output, x = trainer.predict(model, test, keep_inputs=task.needs_inputs)
     data = task.predictions(output, x) | {"labels": task.labels(output, test.y)}
     if task.latent_key and test.label_names and inputs.get("reference"):
         reference = batches(inputs["reference"], meta)
         try:
-            latent = trainer.predict_stream(model, reference)[0][task.latent_key].numpy()
+            latent = trainer.predict(model, reference)[0][task.latent_key].numpy()
             known, query = np.array(reference.label_names)[reference.y], np.array(test.label_names)[test.y]
         finally:
             reference.close()

@@ -69,7 +69,6 @@ def train_and_save(
             stage["training"],
             selection,
             path,
-            meta.categories,
             board,
             meta.task or "classification",
         )
