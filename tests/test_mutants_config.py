@@ -137,6 +137,7 @@ def test_canonical_sorts_keys_at_every_depth():
 
 
 def test_the_schema_leaves_stage_and_pretrain_overrides_without_defaults():
+    sw_config.schema.cache_clear()  # built now, not read from the cache of an earlier test
     schema = sw_config.schema()
     stage = schema["properties"]["experiments"]["additionalProperties"]["properties"]["stages"]["items"]
     pretrain = schema["properties"]["pretrained"]["properties"]["training"]["properties"]

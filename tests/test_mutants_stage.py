@@ -223,6 +223,10 @@ def test_new_parameters_and_masks_of_the_checkpoint_decide_what_train_new_trains
     head = 2 * 16 + 2  # train: [new] trains the head too
     assert written["trainable_parameters"] == head + 32 * 2  # of the partly new weight, only its new entries
     assert written["freeze_audit"]["partial"] == {"encoder.0.linear.weight": 64}
+    meta = _meta(data, config).replace(new_parameters=["encoder.1.linear.bias"])  # wholly new, no mask
+    sw_stage.train_and_save(models.from_meta(meta), meta, data, outputs, stage, "gradual/1_head")
+    written = json.loads(Path(outputs["stage"]).read_text())
+    assert written["trainable_parameters"] == head + 16 and written["freeze_audit"]["partial"] == {}
 
 
 @pytest.mark.parametrize(
@@ -253,7 +257,7 @@ def test_a_failed_fit_closes_both_splits(data, tmp_path):
     meta = _meta(data, config)
     stage = sw_config.pretrain_config(config)
     stage["training"]["early_stopping"]["monitor"] = "val_nothing"  # trainer.fit refuses it before the first batch
-    with pytest.raises(StagewiseError, match="val_nothing"):
+    with pytest.raises(StagewiseError, match=r"^pretrained\.training\.early_stopping\.monitor: 'val_nothing' is not"):
         sw_stage.train_and_save(models.from_meta(meta), meta, data, _outputs(tmp_path / "x"), stage, "pretrain")
     for path in data.values():
         _open_for_writing(path)
