@@ -5,8 +5,8 @@
 Reads mutmut's own records of the run (`mutants/src/stagewise/**/*.py.meta`: each mutant's exit code; `.spans`:
 where each mutant's function lies in the mutated file). A mutant is identified by its function and the one line it
 changes (before and after, stripped): the key of `mutation_equivalent.txt`, so the list survives mutmut renumbering
-the mutants of a function when other code of it changes. Score = killed / (mutants - equivalent); timeouts and
-crashes count as killed (the tests failed), "no tests" and "suspicious" as not killed.
+the mutants of a function when other code of it changes. Score = killed / (mutants - equivalent); timeouts (shown
+apart) and crashes count as killed (the tests failed), "no tests" and "suspicious" as not killed.
 
 Writes FOLDER/repo/../survivors.tsv: every mutant not killed and not listed as equivalent, in the list's format
 (function, before, after, then mutmut's name instead of a reason), to triage.
@@ -114,8 +114,9 @@ def main() -> None:
     for module, key, function, before, after, state in mutants(args.repo):
         short = module.removeprefix("stagewise.")
         counts[short]["mutants"] += 1
-        if state == "killed":
+        if state in ("killed", "timeout"):
             counts[short]["killed"] += 1
+            counts[short]["timeout"] += state == "timeout"
             continue
         if (function, before, after) in listed:
             used.add((function, before, after))
@@ -124,12 +125,18 @@ def main() -> None:
         counts[short][state] += 1
         survivors.append("\t".join([function, before, after, f"{state}: {key}"]))
     total = sum(counts.values(), Counter())
-    print("| module | mutants | killed | survived | no tests | equivalent | other | killed % of non-equivalent |")
+    print("| module | mutants | killed (timeouts) | survived | no tests | equivalent | other | score |")
     print("|---|---|---|---|---|---|---|---|")
     for name, row in [*sorted(counts.items()), ("**all**", total)]:
         other = row["mutants"] - sum(row[k] for k in ("killed", "survived", "no tests", "equivalent"))
         score = 100 * row["killed"] / max(1, row["mutants"] - row["equivalent"])
-        cells = [row[k] for k in ("mutants", "killed", "survived", "no tests", "equivalent")]
+        cells = [
+            row["mutants"],
+            f"{row['killed']} ({row['timeout']})",
+            row["survived"],
+            row["no tests"],
+            row["equivalent"],
+        ]
         print(f"| {name} | {' | '.join(map(str, cells))} | {other} | {score:.1f} % |")
     out = args.repo.parent / "survivors.tsv"
     out.write_text("".join(line + "\n" for line in survivors))
