@@ -1,7 +1,7 @@
 """Reference mapping, stagewise's `scarches` recipe against scvi-tools' scArches, on the same cells in one run.
 
 1. `stagewise init --example scarches` in a fresh folder (`--large`: the data replaced by 20,000
-   reference cells and 5,000 query cells of 2,000 genes from `stagewise.synthetic.expression_counts`),
+   reference cells and 5,000 query cells of 2,000 genes from `stagewise.synthetic.expression.expression_counts`),
    `--set key=value` overrides of its config, then the whole workflow (`stagewise run`), timed.
 2. scvi-tools in a child process, on the cells of stagewise's prepared splits: the SCVI reference is
    trained on the source train split (validation: the source val split), `load_query_data` adds the
@@ -375,7 +375,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.epoch_cpu:
         return print_epoch_cpu(args.epoch_cpu, args.threads)
     import yaml
-    from stagewise import cli, synthetic
+    from stagewise import cli
+    from stagewise.synthetic import examples
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="bench_scarches_"))
     if folder.exists() and any(folder.iterdir()):
@@ -387,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             sys.stdout = stdout
     if args.large:
-        synthetic._scarches_files(folder / "data", reference=20000, query=5000, genes=2000)
+        examples._scarches_files(folder / "data", reference=20000, query=5000, genes=2000)
     raw = yaml.safe_load((folder / "config.yaml").read_text())
     for item in args.set:
         key, _, value = item.partition("=")

@@ -413,11 +413,11 @@ def test_image_table_with_auto_normalisation_end_to_end(tmp_path):
 @pytest.mark.e2e
 def test_genome_gtf_end_to_end(tmp_path):
     """A FASTA with a GTF annotation, split by chromosome, through the whole workflow."""
-    from stagewise import synthetic
+    from stagewise.synthetic.genome import write_genome
 
     data = tmp_path / "data"
     data.mkdir()
-    synthetic.write_genome(data / "a.fa", data / "a.gff3", "source", {"chr1": 6, "chr2": 3})
+    write_genome(data / "a.fa", data / "a.gff3", "source", {"chr1": 6, "chr2": 3})
     _gff3_to_gtf(data / "a.gff3", data / "a.gtf")
     cfg = {
         "data": {

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import snakemake, write_config
-from stagewise import checkpoints, cli, synthetic
+from stagewise import checkpoints, cli
+from stagewise.synthetic import sequences
 from torch import nn
 
 HEADER = "import torch\nfrom torch import nn\n\n\n"
@@ -280,11 +281,11 @@ def test_openspliceai_class_as_shipped_no_subclass(tmp_path):
         "openspliceai.train_base.openspliceai",
         reason="openspliceai==0.0.7 not installed (pip install --no-deps openspliceai==0.0.7)",
     )
-    assert synthetic.SPLICE_CLASSES == SPLICE_LABELS
+    assert sequences.SPLICE_CLASSES == SPLICE_LABELS
     (tmp_path / "data").mkdir()
-    synthetic.write_splice(tmp_path / "data/b_train.h5", 40, "target", seed=1)
-    synthetic.write_splice(tmp_path / "data/b_test.h5", 40, "target", seed=2)
-    source = synthetic.splice_sites(64, "source", seed=0)
+    sequences.write_splice(tmp_path / "data/b_train.h5", 40, "target", seed=1)
+    sequences.write_splice(tmp_path / "data/b_test.h5", 40, "target", seed=2)
+    source = sequences.splice_sites(64, "source", seed=0)
     torch.manual_seed(0)
     model = osai.SpliceAI(
         32, np.array([11] * 4), np.array([1] * 4)
@@ -509,7 +510,7 @@ def test_without_a_checkpoint_stagewise_check_builds_the_model_pretrain_would(pr
 
 def test_channels_first_output_without_channels_first_names_both_shapes(project, capsys):
     (project / "data").mkdir()
-    synthetic.write_splice(project / "data/train.h5", 12, "target")
+    sequences.write_splice(project / "data/train.h5", 12, "target")
     write_module(project, "seqnet", PerPosition)
     torch.manual_seed(0)
     torch.save(PerPosition(3).state_dict(), project / "ck.pt")

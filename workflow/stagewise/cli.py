@@ -75,7 +75,7 @@ def _profile_install(args: argparse.Namespace) -> int:
 
 def _init(args: argparse.Namespace) -> int:
     """Copy an example config (and the plug-in module it names) into a new folder and write its data."""
-    from . import synthetic
+    from .synthetic.examples import write_example_data
 
     examples = {p.stem: p for p in assets.EXAMPLES.glob("*.yaml")} | {"digits": assets.EXAMPLE_CONFIG}
     if args.example not in examples:
@@ -90,7 +90,7 @@ def _init(args: argparse.Namespace) -> int:
     written = [target]
     if (assets.EXAMPLES / f"{module}.py").is_file():
         written.append(Path(shutil.copy(assets.EXAMPLES / f"{module}.py", folder)))
-    written += synthetic.write_example_data(args.example, folder)
+    written += write_example_data(args.example, folder)
     print(
         "wrote " + ", ".join(map(str, written)) + f"\nrun: cd {folder} && stagewise run --config config.yaml --cores 2"
     )
