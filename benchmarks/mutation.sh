@@ -18,7 +18,7 @@ FOLDER=${1:-/tmp/stagewise-mutation}
 shift || true
 MODULES=("$@")
 if [ ${#MODULES[@]} -eq 0 ]; then
-  MODULES=(config.py steps/stage.py freezing.py checkpoints.py surgery.py bootstrap.py steps/report.py io/batches.py)
+  MODULES=(config.py config_files.py steps/stage.py freezing.py checkpoints.py surgery.py bootstrap.py steps/report.py io/batches.py)
 fi
 TESTS="tests/test_promises.py tests/test_freezing.py tests/test_config.py tests/test_bad_config.py tests/test_checkpoints.py
 tests/test_metrics.py tests/test_report.py tests/test_compatibility.py tests/test_streaming.py tests/test_training.py

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from conftest import TINY
 from stagewise import config as sw_config
+from stagewise import config_files
 from stagewise.errors import StagewiseError
 
 TRAINING = {  # TINY's `training` with the schema's defaults
@@ -356,7 +357,7 @@ def test_named_files_and_check_files_name_every_missing_file_and_its_line(tmp_pa
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     valid = sw_config.validate(config)
-    assert sw_config.named_files(valid) == [
+    assert config_files.named_files(valid) == [
         (["data", "source", "train"], "src.csv"),
         (["data", "source", "test"], "src_test.csv"),
         (["data", "target", "train"], "folder"),
@@ -385,7 +386,7 @@ def test_named_files_and_check_files_name_every_missing_file_and_its_line(tmp_pa
         f"  line {line('label_names: labels.txt')}: pretrained.label_names: labels.txt: not found",
     ]
     with pytest.raises(StagewiseError) as error:
-        sw_config.check_files(valid, made=lambda name: name != "genes.gtf")
+        config_files.check_files(valid, made=lambda name: name != "genes.gtf")
     assert str(error.value).splitlines() == [
         f"config: files the config names do not exist (paths are relative to {tmp_path}):",
         "  data.target.genome.annotation: genes.gtf: not found",
@@ -396,7 +397,7 @@ def test_named_files_and_check_files_name_every_missing_file_and_its_line(tmp_pa
     (tmp_path / "model.pt").write_text("x")
     assert sw_config.load(path, files=True)["pretrained"]["checkpoint"] == "model.pt"
     assert sw_config.load(path)["data"]["source"]["train"] == "src.csv"
-    assert sw_config.named_files(sw_config.validate(TINY)) == []  # built-in data names no file
+    assert config_files.named_files(sw_config.validate(TINY)) == []  # built-in data names no file
 
 
 def test_load_without_a_source_or_checkpoint_names_the_file(tmp_path):

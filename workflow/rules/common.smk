@@ -1,5 +1,6 @@
 import stagewise
 from stagewise import config as sw_config
+from stagewise import config_files as sw_config_files
 from stagewise import paths as sw_paths
 from stagewise import resources as sw_resources
 from stagewise import tasks as sw_tasks
@@ -23,7 +24,7 @@ try:
     # every file the config names exists: a missing one must not pass for "Nothing to be done" on
     # old results. Used as a module, the user's own rules may make them: checked with the DAG.
     if not _AS_MODULE:
-        sw_config.check_files(_validated, _CONFIG_SOURCE, _config_lines)
+        sw_config_files.check_files(_validated, _CONFIG_SOURCE, _config_lines)
 except StagewiseError as error:
     raise WorkflowError(str(error)) from None
 config.clear()
@@ -56,7 +57,7 @@ def check_config_files():
     when the DAG is built (every rule is known then, the user's own too)."""
     if _AS_MODULE and not _FILES_CHECKED:
         try:
-            sw_config.check_files(
+            sw_config_files.check_files(
                 config,
                 _CONFIG_SOURCE,
                 _config_lines,
