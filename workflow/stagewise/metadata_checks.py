@@ -220,6 +220,42 @@ def recorded_categories(checks: Checks, meta: CheckpointMeta, listed: dict) -> d
     return recorded
 
 
+def _new_categories(checks: Checks, name: str, cats: list, declared: dict, column: list) -> list:
+    """Covariate `name`'s new categories: declared in pretrained.new_categories, else those of the data's `column`
+    the checkpoint's `cats` lack; an error for a declared one it has or one of the data in neither."""
+    again = [c for c in declared.get(name, []) if c in cats]
+    new = (
+        [c for c in declared.get(name, []) if c not in cats]
+        if name in declared
+        else [c for c in column if c not in cats]
+    )
+    unknown = [c for c in column if c not in cats and c not in new]
+    if again:
+        checks.add(
+            "categories",
+            "error",
+            f"pretrained.new_categories.{name}: {abbreviate(again)} already in the checkpoint",
+        )
+    if unknown:
+        checks.add(
+            "categories",
+            "error",
+            f"covariate {name!r}: {len(unknown)} categories in the data are neither in the "
+            f"checkpoint nor in pretrained.new_categories.{name}: {abbreviate(unknown)}; add them there",
+        )
+    status = "warning" if new and name not in declared else "ok"
+    found = " (found in the data, not declared in pretrained.new_categories)" if status == "warning" else ""
+    checks.add(
+        "categories",
+        status,
+        f"covariate {name!r}: {len(cats)} categories" + (f" + {len(new)} new{found}: {abbreviate(new)}" if new else ""),
+        covariate=name,
+        old=cats,
+        new=new,
+    )
+    return new
+
+
 def categories(checks: Checks, old: dict, declared: dict, data: dict, train: str, stagewise: bool) -> dict:
     """Each covariate's categories after surgery: the checkpoint's, then new ones (declared or found in the data)."""
     out = {name: list(cats) for name, cats in old.items()}
@@ -240,38 +276,7 @@ def categories(checks: Checks, old: dict, declared: dict, data: dict, train: str
                 f"checkpoint's model takes it ({len(cats)} categories); add {name!r} to data.target.covariates",
             )
             continue
-        again = [c for c in declared.get(name, []) if c in cats]
-        new = (
-            [c for c in declared.get(name, []) if c not in cats]
-            if name in declared
-            else [c for c in data[name] if c not in cats]
-        )
-        unknown = [c for c in data[name] if c not in cats and c not in new]
-        if again:
-            checks.add(
-                "categories",
-                "error",
-                f"pretrained.new_categories.{name}: {abbreviate(again)} already in the checkpoint",
-            )
-        if unknown:
-            checks.add(
-                "categories",
-                "error",
-                f"covariate {name!r}: {len(unknown)} categories in the data are neither in the "
-                f"checkpoint nor in pretrained.new_categories.{name}: {abbreviate(unknown)}; add them there",
-            )
-        out[name] = cats + new
-        status = "warning" if new and name not in declared else "ok"
-        found = " (found in the data, not declared in pretrained.new_categories)" if status == "warning" else ""
-        checks.add(
-            "categories",
-            status,
-            f"covariate {name!r}: {len(cats)} categories"
-            + (f" + {len(new)} new{found}: {abbreviate(new)}" if new else ""),
-            covariate=name,
-            old=cats,
-            new=new,
-        )
+        out[name] = cats + _new_categories(checks, name, cats, declared, data[name])
     for name in sorted(set(data) - set(old)):
         why = (
             "the checkpoint's model takes no such input"

@@ -110,6 +110,36 @@ class CountHead(nn.Module):
         return out
 
 
+def _check_options(
+    in_features: int,
+    out_features: int | None,
+    hidden: list[int],
+    n_covariates: int,
+    likelihood: str,
+    dispersion: str,
+    norms: dict[str, str],
+) -> None:
+    """Raise on a CVAE option that names no choice or contradicts another (model.params' key in the message);
+    `norms`: `use_batch_norm` and `use_layer_norm`."""
+    if out_features not in (None, in_features):
+        raise StagewiseError(
+            f"model: cvae reconstructs its {in_features} input features; out_features {out_features} must equal them"
+        )
+    if likelihood not in ("nb", "zinb"):
+        raise StagewiseError(f"model.params.likelihood: {likelihood!r} is not nb or zinb")
+    if not hidden:
+        raise StagewiseError("model.params.hidden: cvae needs at least one hidden layer")
+    for key, value in norms.items():
+        if value not in NORM_PARTS:
+            raise StagewiseError(f"model.params.{key}: {value!r} is not one of {', '.join(NORM_PARTS)}")
+    if dispersion not in DISPERSIONS:
+        raise StagewiseError(f"model.params.dispersion: {dispersion!r} is not one of {', '.join(DISPERSIONS)}")
+    if dispersion == "gene-batch" and not n_covariates:
+        raise StagewiseError(
+            "model.params.dispersion: gene-batch needs covariates (data.*.covariates); use gene or gene-cell"
+        )
+
+
 class CVAE(nn.Module):
     """Blocks `encoder.0` ..., `latent`, `decoder.0` ... (input to output), then `head` (CountHead).
 
@@ -139,24 +169,8 @@ class CVAE(nn.Module):
         decoder_dropout: float | None = None,
     ) -> None:
         super().__init__()
-        if out_features not in (None, in_features):
-            raise StagewiseError(
-                f"model: cvae reconstructs its {in_features} input features; out_features {out_features} must "
-                f"equal them"
-            )
-        if likelihood not in ("nb", "zinb"):
-            raise StagewiseError(f"model.params.likelihood: {likelihood!r} is not nb or zinb")
-        if not hidden:
-            raise StagewiseError("model.params.hidden: cvae needs at least one hidden layer")
-        for key, value in (("use_batch_norm", use_batch_norm), ("use_layer_norm", use_layer_norm)):
-            if value not in NORM_PARTS:
-                raise StagewiseError(f"model.params.{key}: {value!r} is not one of {', '.join(NORM_PARTS)}")
-        if dispersion not in DISPERSIONS:
-            raise StagewiseError(f"model.params.dispersion: {dispersion!r} is not one of {', '.join(DISPERSIONS)}")
-        if dispersion == "gene-batch" and not n_covariates:
-            raise StagewiseError(
-                "model.params.dispersion: gene-batch needs covariates (data.*.covariates); use gene or gene-cell"
-            )
+        norms = {"use_batch_norm": use_batch_norm, "use_layer_norm": use_layer_norm}
+        _check_options(in_features, out_features, hidden, n_covariates, likelihood, dispersion, norms)
         self.n_covariates, self.likelihood, self.encode_covariates = n_covariates, likelihood, encode_covariates
 
         def stack(part: str, widths: list[int], takes: bool) -> nn.ModuleList:
