@@ -71,10 +71,15 @@ def shard(n: int, rank: int, world: int) -> slice:
 # --- inside a worker ---------------------------------------------------------------------------
 
 
+def pick_device(name: str) -> torch.device:
+    """`auto` is CUDA when available, else CPU."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise StagewiseError("training.device: cuda requested but torch sees no GPU; use device: auto or cpu")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
 def device(name: str) -> torch.device:
     """The worker's device: `cuda:<local rank>` (modulo the visible GPUs) or the CPU."""
-    from .trainer import pick_device  # trainer imports this module
-
     chosen = pick_device(name)
     if chosen.type != "cuda":
         return chosen

@@ -205,3 +205,14 @@ def audit(model: nn.Module, masks: dict[str, torch.Tensor] | None = None) -> dic
         "modes": modes,
         "partial": {n: int(m.sum()) for n, m in masks.items()},
     }
+
+
+def frozen_names(model: nn.Module) -> list[str]:
+    """Parameters that do not train and the buffers of modules whose parameters all are frozen (BatchNorm
+    statistics)."""
+    names = [n for n, p in model.named_parameters() if not p.requires_grad]
+    for prefix, module in model.named_modules():
+        params = list(module.parameters(recurse=False))
+        if params and not any(p.requires_grad for p in params):
+            names += [f"{prefix}.{b}" if prefix else b for b, _ in module.named_buffers(recurse=False)]
+    return names

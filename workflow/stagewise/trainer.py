@@ -40,13 +40,6 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def pick_device(name: str) -> torch.device:
-    """`auto` is CUDA when available, else CPU."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise StagewiseError("training.device: cuda requested but torch sees no GPU; use device: auto or cpu")
-    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
-
-
 def _autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
@@ -96,17 +89,6 @@ def _val_row(
     return row | {f"val_{k}": v for k, v in scores.items()}
 
 
-def _frozen_names(model: nn.Module) -> list[str]:
-    """Parameters that do not train and the buffers of modules whose parameters all are frozen (BatchNorm
-    statistics)."""
-    names = [n for n, p in model.named_parameters() if not p.requires_grad]
-    for prefix, module in model.named_modules():
-        params = list(module.parameters(recurse=False))
-        if params and not any(p.requires_grad for p in params):
-            names += [f"{prefix}.{b}" if prefix else b for b, _ in module.named_buffers(recurse=False)]
-    return names
-
-
 @dataclass
 class _Step:
     """What one optimisation step needs, set up once per run."""
@@ -138,7 +120,7 @@ def _start(model: nn.Module, train: Batches, training: dict, selection: freezing
     """Seed, place the model on its device, set what trains, and join the data-parallel group if any."""
     ctx = distributed.context()
     seed_everything(training["seed"])
-    device = pick_device(training["device"]) if ctx.world == 1 else distributed.device(training["device"])
+    device = distributed.pick_device(training["device"]) if ctx.world == 1 else distributed.device(training["device"])
     model.to(device)
     freezing.set_trainable(model, selection.names)
     if ctx.world > 1:
@@ -149,6 +131,29 @@ def _start(model: nn.Module, train: Batches, training: dict, selection: freezing
             torch.manual_seed(training["seed"] + 7919 * ctx.rank)
         distributed.broadcast_state(model)
     return ctx, device
+
+
+def _step(
+    model: nn.Module,
+    train: Batches,
+    training: dict,
+    selection: freezing.Selection,
+    where: str,
+    task: str,
+    device: torch.device,
+) -> _Step:
+    """The optimizer over the selected parameters, its schedule, the task's loss and the batch sizes of an epoch."""
+    bounds = batch_bounds(len(train.y), training["batch_size"], training=True)
+    sizes = torch.tensor([b - a for a, b in bounds], dtype=torch.float64)
+    optimizer = optim.build_optimizer(model, selection.names, training, where)
+    schedule = optim.Schedule(optimizer, training["scheduler"], training["epochs"], len(sizes), where)
+    n_classes = len(train.label_names) or int(train.y.max()) + 1
+    loss_fn = tasks.get(task).loss(
+        training["loss"], train.y, n_classes, device, getattr(model, "likelihood", "nb"), f"{where}.loss"
+    )
+    trained = [p for group in optimizer.param_groups for p in group["params"]]
+    masked = [(model.get_parameter(name), mask.to(device)) for name, mask in selection.masks.items()]
+    return _Step(optimizer, schedule, loss_fn, trained, masked, sizes, training["precision"], training["grad_clip"])
 
 
 def _train_epoch(model: nn.Module, train: Batches, epoch: int, step: _Step, device: torch.device, bar) -> torch.Tensor:
@@ -204,27 +209,16 @@ def fit(
     whole batch's mean loss. Only rank 0 validates (`val` may be None elsewhere), keeps states and writes
     TensorBoard; its early-stopping decision is broadcast."""
     ctx, device = _start(model, train, training, selection, where)
-    frozen = _frozen_names(model)
+    frozen = freezing.frozen_names(model)
     frozen_start = distributed.digest(model.state_dict(), frozen)
     n, epochs = len(train.y), training["epochs"]
-    sizes = torch.tensor(
-        [b - a for a, b in batch_bounds(n, training["batch_size"], training=True)], dtype=torch.float64
-    )
-    optimizer = optim.build_optimizer(model, selection.names, training, where)
-    schedule = optim.Schedule(optimizer, training["scheduler"], epochs, len(sizes), where)
-    n_classes = len(train.label_names) or int(train.y.max()) + 1
-    loss_fn = tasks.get(task).loss(
-        training["loss"], train.y, n_classes, device, getattr(model, "likelihood", "nb"), f"{where}.loss"
-    )
-    handles = freezing.freeze_entries(model, selection.masks, optimizer)
-    trained = [p for group in optimizer.param_groups for p in group["params"]]
-    masked = [(model.get_parameter(name), mask.to(device)) for name, mask in selection.masks.items()]
-    step = _Step(optimizer, schedule, loss_fn, trained, masked, sizes, training["precision"], training["grad_clip"])
+    step = _step(model, train, training, selection, where, task, device)
+    handles = freezing.freeze_entries(model, selection.masks, step.optimizer)
     stopper = early_stopping.Stopper(training["early_stopping"], task, where, train.label_names)
     writer = _tensorboard(tensorboard) if training.get("tensorboard") and ctx.main else None
     result, modes_seen = Result(best_state={}, last_state={}), {}
     hooks = _record_modes(model, modes_seen)
-    bar = tqdm(total=epochs * len(sizes), desc=where, file=sys.stderr, mininterval=1.0, disable=not ctx.main)
+    bar = tqdm(total=epochs * len(step.sizes), desc=where, file=sys.stderr, mininterval=1.0, disable=not ctx.main)
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         freezing.set_train_mode(model)
@@ -232,13 +226,12 @@ def fit(
         distributed.broadcast_state(model, buffers_only=True)
         _check_finite(values, epoch, where)
         train_seconds = time.perf_counter() - started
-        for hook in hooks:
-            hook.remove()
-        hooks = []
-        row = {"epoch": epoch, "lr": schedule.lr, "train_loss": float((values * sizes).sum() / n)}
-        schedule.end_epoch()
+        while hooks:  # the modes of the first epoch's first batch are the ones recorded
+            hooks.pop().remove()
+        row = {"epoch": epoch, "lr": step.schedule.lr, "train_loss": float((values * step.sizes).sum() / n)}
+        step.schedule.end_epoch()
         if ctx.main:  # rank 0 validates and decides; the others follow its decision
-            row |= _val_row(model, val, loss_fn, training, device, task)
+            row |= _val_row(model, val, step.loss_fn, training, device, task)
             row |= {"seconds": round(time.perf_counter() - started, 4), "samples_per_s": round(n / train_seconds, 1)}
             result.history.append(row)
             bar.set_postfix(train_loss=f"{row['train_loss']:.4g}", val_loss=f"{row['val_loss']:.4g}", refresh=False)
@@ -255,7 +248,7 @@ def fit(
         handle.remove()
     result.stopped = result.stopped or f"completed {epochs} epochs"
     result.last_state = _clone(model) if ctx.main else {}
-    _audit(model, optimizer, selection, result, modes_seen, frozen, frozen_start)
+    _audit(model, step.optimizer, selection, result, modes_seen, frozen, frozen_start)
     return result
 
 

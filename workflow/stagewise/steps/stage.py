@@ -36,28 +36,9 @@ def train_and_save(
     path = config_path(label)
     masks = freezing.entry_masks(model, meta.new_parameter_masks or {}, "checkpoint meta new_parameter_masks")
     selection = freezing.select(model, stage["policy"], meta.new_parameters or [], masks, path)
-    padded = meta.padded_features or []
-    train = Batches(
-        inputs["train"],
-        stage["training"]["batch_size"],
-        shuffle=True,
-        seed=stage["training"]["seed"],
-        feature_names=meta.feature_names,
-        categories=meta.categories,
-        fill=padded,
-    )
     ctx = distributed.context()  # in a data-parallel stage only rank 0 validates and writes
-    val = (
-        Batches(
-            inputs["val"],
-            stage["training"]["batch_size"],
-            feature_names=meta.feature_names,
-            categories=meta.categories,
-            fill=padded,
-        )
-        if ctx.main
-        else None
-    )
+    train = _batches(inputs["train"], meta, stage["training"], shuffle=True)
+    val = _batches(inputs["val"], meta, stage["training"]) if ctx.main else None
     board = Path(outputs["stage"]).parent / "tensorboard"
     if ctx.main:
         shutil.rmtree(board, ignore_errors=True)  # a rerun's event files replace the previous run's
@@ -76,8 +57,34 @@ def train_and_save(
         train.close()
         if val is not None:
             val.close()
-    if not ctx.main:
-        return
+    if ctx.main:
+        _save(result, meta, inputs, outputs, stage, label, board, time.perf_counter() - started)
+
+
+def _batches(path: str, meta: CheckpointMeta, training: dict, shuffle: bool = False) -> Batches:
+    """A split file served in the model's feature order and covariate columns (training: shuffled, seeded)."""
+    return Batches(
+        path,
+        training["batch_size"],
+        shuffle=shuffle,
+        seed=training["seed"] if shuffle else 0,
+        feature_names=meta.feature_names,
+        categories=meta.categories,
+        fill=meta.padded_features or [],
+    )
+
+
+def _save(
+    result: trainer.Result,
+    meta: CheckpointMeta,
+    inputs: dict,
+    outputs: dict,
+    stage: dict,
+    label: str,
+    board: Path,
+    seconds: float,
+) -> None:
+    """model_best/last with their provenance, history.tsv and stage.json (the freeze audit, the timings)."""
     provenance = {
         "config_sha256": sha256_json(stage),
         "data": inputs["train"],
@@ -101,10 +108,10 @@ def train_and_save(
             "epochs_run": len(result.history),
             "stopped": result.stopped,
             "freeze_audit": result.audit,
-            "seconds": round(time.perf_counter() - started, 3),
+            "seconds": round(seconds, 3),
             "train_seconds": round(sum(row["seconds"] for row in result.history), 3),
             "tensorboard": str(board) if stage["training"].get("tensorboard") else None,
-            "processes": ctx.world,
+            "processes": distributed.context().world,
             **provenance,
         },
     )
