@@ -18,7 +18,8 @@ FOLDER=${1:-/tmp/stagewise-mutation}
 shift || true
 MODULES=("$@")
 if [ ${#MODULES[@]} -eq 0 ]; then
-  MODULES=(config.py config_files.py steps/stage.py freezing.py checkpoints.py surgery.py bootstrap.py steps/report.py io/batches.py)
+  MODULES=(config.py config_files.py steps/stage.py freezing.py checkpoints.py surgery.py transfer.py bootstrap.py steps/report.py
+    io/batches.py)
 fi
 TESTS="tests/test_promises.py tests/test_freezing.py tests/test_config.py tests/test_bad_config.py tests/test_checkpoints.py
 tests/test_metrics.py tests/test_report.py tests/test_compatibility.py tests/test_streaming.py tests/test_training.py
@@ -55,9 +56,11 @@ cd "$FOLDER/repo"
   done
   echo "pytest_add_cli_args_test_selection ="
   for t in $TESTS; do echo "    $t"; done
-  # a mutant's CPU-time limit is 2 x multiplier x (its tests' time + 1 s), CPU time of all its threads: 3 cut
-  # surviving stage mutants off after 4 s (false timeouts); mutmut's 15 let a looping one run for minutes
-  echo "timeout_multiplier = 10"
+  # mutmut stops a mutant's tests after (their measured time + constant) x multiplier seconds of wall clock (twice
+  # that of CPU time): measured times are short, so its defaults (1 s, 15) stopped surviving stage mutants after 4 s
+  # on this loaded machine (false timeouts), or let a looping one run for minutes; here at least 60 s
+  echo "timeout_multiplier = 2"
+  echo "timeout_constant = 30"
   echo "process_isolation = fork"
   echo "use_git_change_detection = false"
 } > setup.cfg
