@@ -5,7 +5,10 @@ Written for the mutation score of issue 21 (benchmarks/mutation.sh): mutants of 
 
 from __future__ import annotations
 
-from test_compatibility import MODEL, errors, run_check, write_checkpoint
+import torch
+from stagewise.config import derive_seed
+from test_compatibility import COVARIATE_PARAMS, MODEL, errors, pretrained, run_check, write_checkpoint
+from torch import nn
 
 BROKEN = (
     "encoder.1.linear.weight, encoder.1.linear.bias, encoder.1.norm.weight, encoder.1.norm.bias, "
@@ -32,3 +35,24 @@ def test_a_param_recorded_in_the_checkpoint_is_named_with_its_value(tmp_path):
         f"model.params.hidden: [8, 4] in the checkpoint, [8, 5] now: changes the shape of {BROKEN}; set it back to "
         "reuse those tensors"
     )
+
+
+def test_fresh_tensors_are_each_modules_own_seeded_init(tmp_path):
+    """A replaced head and the new columns of a widened layer take `reset_parameters` of that module alone, seeded by
+    derive_seed(seed, "start", module): reproducible whatever else the model holds."""
+    write_checkpoint(tmp_path / "ck.pt")
+    head = {"module": "head", "out_features": None}
+    start = run_check(tmp_path, pretrained(head=head), labels=["odd", "even"], seed=5)[1]
+    torch.manual_seed(derive_seed(5, "start", "head"))
+    expected = nn.Linear(4, 2)  # its init: reset_parameters, seeded
+    assert torch.equal(start.state_dict["head.weight"], expected.weight.detach())
+    assert torch.equal(start.state_dict["head.bias"], expected.bias.detach())
+    assert start.state_dict["head.weight"].dtype == torch.float32
+    state = write_checkpoint(tmp_path / "ck.pt", COVARIATE_PARAMS, categories={"batch": ["b1", "b2"]})
+    pre = pretrained(new_categories={"batch": ["b3"]})
+    start = run_check(tmp_path, pre, categories={"batch": ["b3", "b1", "b2"]}, seed=5)[1]
+    for layer, width in {"encoder.0.linear": 6, "encoder.1.linear": 8}.items():
+        torch.manual_seed(derive_seed(5, "start", layer))
+        old = state[f"{layer}.weight"]
+        fresh = nn.Linear(width + 3, old.shape[0])
+        assert torch.equal(start.state_dict[f"{layer}.weight"][:, width + 2], fresh.weight.detach()[:, width + 2])
