@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from stagewise import bootstrap, metrics
+from stagewise import bootstrap, metrics, tasks
 
 NAMES = ["none", "acceptor", "donor"]
 
@@ -49,7 +49,7 @@ def test_sequence_replicates_row_by_row_with_a_class_absent_from_a_resample():
 
 def test_one_sequence_is_resampled_whole():
     y, proba = _sequences(1, 40, 2)
-    rep = bootstrap.replicates("sequence_labeling", {"labels": y, "probabilities": proba}, 3, 0, names=NAMES)
+    rep = tasks.get("sequence_labeling").replicates({"labels": y, "probabilities": proba}, 3, 0, names=NAMES)
     for row in range(3):
         _check(rep, row, y, proba)
 
@@ -65,3 +65,16 @@ def test_counts_replicates_knn_accuracy_only_when_given():
         idx = np.repeat(np.arange(20), W[row].astype(int))
         assert rep["knn_accuracy"][row] == pytest.approx(hits[idx].mean())
         assert rep["nll"][row] == pytest.approx(nll[idx].mean())
+
+
+def test_regression_replicates_row_by_row_with_ties():
+    rng = np.random.default_rng(4)
+    y = np.round(rng.normal(size=(30, 2)), 1)  # ties in the labels
+    pred = y + rng.normal(scale=0.5, size=y.shape)
+    W = np.vstack([np.bincount(rng.integers(0, 30, 30), minlength=30) for _ in range(3)]).astype(float)
+    rep = bootstrap.regression({"labels": y, "predictions": pred}, W)
+    for row in range(3):
+        idx = np.repeat(np.arange(30), W[row].astype(int))
+        want = metrics.regression(y[idx], pred[idx])
+        for name, value in want.items():
+            assert rep[name][row] == pytest.approx(value, abs=1e-10), name
