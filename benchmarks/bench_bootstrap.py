@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from stagewise import bootstrap, metrics
+from stagewise import metrics, tasks
 
 RESAMPLES = 1000
 
@@ -39,7 +39,7 @@ def main() -> None:
         y, proba = predictions(n, classes)
         names = [str(c) for c in range(classes)]
         start = time.perf_counter()
-        fast = bootstrap.replicates("classification", {"labels": y, "probabilities": proba}, RESAMPLES, 0, top_k=[1, 3])
+        fast = tasks.get("classification").replicates({"labels": y, "probabilities": proba}, RESAMPLES, 0, top_k=[1, 3])
         fast_s = time.perf_counter() - start
         start = time.perf_counter()
         slow = loop(y, proba, names)

@@ -18,7 +18,7 @@ FOLDER=${1:-/tmp/stagewise-mutation}
 shift || true
 MODULES=("$@")
 if [ ${#MODULES[@]} -eq 0 ]; then
-  MODULES=(config.py config_files.py steps/stage.py freezing.py checkpoints.py surgery.py transfer.py bootstrap.py steps/report.py
+  MODULES=(config.py config_files.py config_yaml.py steps/stage.py freezing.py checkpoints.py surgery.py transfer.py bootstrap.py steps/report.py
     io/batches.py)
 fi
 TESTS="tests/test_promises.py tests/test_freezing.py tests/test_config.py tests/test_bad_config.py tests/test_checkpoints.py

@@ -71,8 +71,8 @@ FAULTS = [
     Fault(
         "bootstrap not paired: own resamples per model",
         "workflow/stagewise/steps/report.py",
-        "reps = bootstrap.replicates(task, data, **draw)",
-        'reps = bootstrap.replicates(task, data, **{**draw, "seed": draw["seed"] + 1 + len(out)})',
+        "reps = tasks.get(task).replicates(data, **draw)",
+        'reps = tasks.get(task).replicates(data, **{**draw, "seed": draw["seed"] + 1 + len(out)})',
         [P + "test_report_pairs_every_model_with_scratch_on_the_same_resamples"],
     ),
     Fault(

@@ -115,11 +115,11 @@ def test_counts_metrics_and_knn_label_transfer():
 def test_bootstrap_is_seeded_chunk_independent_and_covers_the_estimate(monkeypatch):
     y, proba = _classes(n=300, c=3)
     data = {"labels": y, "probabilities": proba}
-    first = bootstrap.replicates("classification", data, 1000, seed=7)
-    again = bootstrap.replicates("classification", data, 1000, seed=7)
+    first = tasks.get("classification").replicates(data, 1000, seed=7)
+    again = tasks.get("classification").replicates(data, 1000, seed=7)
     monkeypatch.setattr(bootstrap, "CELLS", 300 * 37)  # many small chunks: same draws
-    chunked = bootstrap.replicates("classification", data, 1000, seed=7)
-    other = bootstrap.replicates("classification", data, 1000, seed=8)
+    chunked = tasks.get("classification").replicates(data, 1000, seed=7)
+    other = tasks.get("classification").replicates(data, 1000, seed=8)
     assert np.array_equal(first["f1"], again["f1"]) and np.array_equal(first["f1"], chunked["f1"])
     assert not np.array_equal(first["f1"], other["f1"])
     lo, hi = bootstrap.interval(first["accuracy"])
@@ -133,8 +133,8 @@ def test_paired_bootstrap_sees_a_real_gain_and_no_gain_against_itself():
     bad = good.copy()
     flip = rng.random(300) < 0.3
     bad[flip] = bad[flip][:, ::-1]  # a worse model on the same test samples
-    a = bootstrap.replicates("classification", {"labels": y, "probabilities": good}, 1000, 0)
-    b = bootstrap.replicates("classification", {"labels": y, "probabilities": bad}, 1000, 0)
+    a = tasks.get("classification").replicates({"labels": y, "probabilities": good}, 1000, 0)
+    b = tasks.get("classification").replicates({"labels": y, "probabilities": bad}, 1000, 0)
     gain = bootstrap.paired(a["accuracy"], b["accuracy"], 0.1)
     assert gain["ci"][0] > 0 and gain["p_no_gain"] < 0.01
     same = bootstrap.paired(a["accuracy"], a["accuracy"], 0.0)
@@ -144,8 +144,8 @@ def test_paired_bootstrap_sees_a_real_gain_and_no_gain_against_itself():
 
 def test_metric_selection_expands_families():
     scores = {"accuracy": 1.0, "f1": 0.5, "top_1": 1.0, "top_3": 1.0}
-    assert metrics.select(scores, ["f1", "top_k"], "classification") == {"f1": 0.5, "top_1": 1.0, "top_3": 1.0}
-    assert metrics.select(scores, None, "classification") == scores
+    assert tasks.get("classification").select(scores, ["f1", "top_k"]) == {"f1": 0.5, "top_1": 1.0, "top_3": 1.0}
+    assert tasks.get("classification").select(scores, None) == scores
 
 
 def _predictions(task: str, n: int = 40) -> dict:
@@ -163,8 +163,8 @@ def test_every_task_bootstraps_each_headline_metric_it_scores(name):
     """A task's `score`, `replicate` and metric names agree: one interval per headline metric, the primary one too."""
     task, names = tasks.get(name), ["none", "a", "b"]
     data = _predictions(name)
-    scores = metrics.select(task.score(data, names, [1, 2]), None, name)
-    reps = bootstrap.replicates(name, data, 20, 0, **task.bootstrap_options(names, [1, 2]))
+    scores = task.select(task.score(data, names, [1, 2]), None)
+    reps = tasks.get(name).replicates(data, 20, 0, **task.bootstrap_options(names, [1, 2]))
     assert set(reps) == set(scores) and task.primary in scores
     assert {metric_names.family(s) for s in scores} <= set(task.headline)
     assert set(task.validation) <= set(task.headline) and task.default_loss("nb") in task.losses

@@ -31,7 +31,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, TINY, copy_run
-from stagewise import bootstrap, config, freezing, metrics
+from stagewise import bootstrap, config, freezing, metrics, tasks
 from stagewise.steps import report
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
@@ -59,7 +59,7 @@ def _evaluated(folder: Path, y: np.ndarray, proba: np.ndarray) -> dict:
     test_predictions.h5; returns the prediction arrays."""
     folder.mkdir(parents=True)
     data = {"labels": y, "probabilities": proba, "predictions": proba.argmax(1)}
-    reps = bootstrap.replicates("classification", data, EVALUATION["bootstrap"], EVALUATION["seed"], top_k=[1])
+    reps = tasks.get("classification").replicates(data, EVALUATION["bootstrap"], EVALUATION["seed"], top_k=[1])
     scores = metrics.classification(y, proba, NAMES, [1])
     (folder / "test_metrics.json").write_text(
         json.dumps(
@@ -153,8 +153,8 @@ def test_report_pairs_every_model_with_scratch_on_the_same_resamples(tmp_path):
         assert rows.loc["twin", f"{name}_p_no_gain"] == 1, name
     # another model: exactly the paired interval of the evaluation's resamples (seed, count), shared by both
     draw = (EVALUATION["bootstrap"], EVALUATION["seed"])
-    mine = bootstrap.replicates("classification", better["data"], *draw, top_k=[1])
-    base = bootstrap.replicates("classification", scratch["data"], *draw, top_k=[1])
+    mine = tasks.get("classification").replicates(better["data"], *draw, top_k=[1])
+    base = tasks.get("classification").replicates(scratch["data"], *draw, top_k=[1])
     for name in HEADLINE:
         expected = bootstrap.paired(mine[name], base[name], 0.0)
         got = rows.loc["better", [f"{name}_gain_ci_low", f"{name}_gain_ci_high", f"{name}_p_no_gain"]].tolist()

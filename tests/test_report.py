@@ -189,11 +189,11 @@ def test_metrics_table_without_bootstrap_shows_values_only():
 
 
 def _regression_model(folder: Path, y: np.ndarray, pred: np.ndarray, with_history: bool) -> None:
-    from stagewise import bootstrap, metrics
+    from stagewise import bootstrap, metrics, tasks
 
     folder.mkdir(parents=True)
     scores = metrics.regression(y, pred)
-    reps = bootstrap.replicates("regression", {"labels": y, "predictions": pred}, 200, 0)
+    reps = tasks.get("regression").replicates({"labels": y, "predictions": pred}, 200, 0)
     (folder / "test_metrics.json").write_text(
         json.dumps(
             {

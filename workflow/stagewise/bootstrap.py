@@ -7,12 +7,10 @@ Each function equals scikit-learn/scipy on the resampled arrays (tests/test_metr
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 
 import numpy as np
 
-from . import tasks
 from .metrics import top_k_hits
 
 CELLS = 4_000_000  # weight-matrix cells held in memory at once
@@ -138,19 +136,6 @@ def counts(data: dict, W: np.ndarray) -> dict:
     if "knn_correct" in data:
         out["knn_accuracy"] = _mean(W, data["knn_correct"])
     return out
-
-
-def replicates(task: str, data: dict, resamples: int, seed: int, **options) -> dict[str, np.ndarray]:
-    """Every headline metric of `task` on each of `resamples` seeded resamples of the test samples (`options`: the
-    task's `bootstrap_options`)."""
-    spec = tasks.get(task)
-    first = next(iter(data.values()))
-    with warnings.catch_warnings():  # a resample without some class leaves that class's curve undefined (nan)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        chunks = [
-            spec.replicate(data, W, **options) for W in weights(len(first), resamples, seed, spec.positions(data))
-        ]
-    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
 def interval(values: np.ndarray, level: float = 0.95) -> list[float]:

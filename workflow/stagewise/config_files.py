@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from .errors import StagewiseError
 
 if TYPE_CHECKING:
-    from .config import Lines
+    from .config_yaml import Lines
 
 
 def named_files(config: dict) -> list[tuple[list, str]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import metric_names
+from . import metric_names, tasks
 
 
 def _improved(value: float, best: float | None, mode: str, delta: float) -> bool:
@@ -15,7 +15,7 @@ class Stopper:
     """Follows `training.early_stopping.monitor` epoch by epoch: which epoch is best, and when patience runs out."""
 
     def __init__(self, spec: dict, task: str, where: str, label_names: list[str]) -> None:
-        metric_names.check_monitor(task, spec["monitor"], where, label_names)
+        tasks.get(task).check_monitor(spec["monitor"], where, label_names)
         self.spec, self.best, self.best_epoch, self.waited, self.stopped = spec, None, 0, 0, ""
         auto = "max" if metric_names.higher_is_better(spec["monitor"]) else "min"
         self.mode = spec["mode"] if spec["mode"] != "auto" else auto

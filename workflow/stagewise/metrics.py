@@ -7,16 +7,6 @@ from scipy import stats
 from sklearn import metrics as skm
 from sklearn.neighbors import KNeighborsClassifier
 
-from . import tasks
-from .metric_names import family
-
-
-def select(scores: dict, wanted: list[str] | None, task: str) -> dict:
-    """The headline `scores` named by `evaluation.metrics` (None: all of the task's; checked against the task in the
-    config)."""
-    names = tasks.get(task).headline if wanted is None else wanted
-    return {name: value for name, value in scores.items() if family(name) in names}
-
 
 def _onehot(y: np.ndarray, n: int) -> np.ndarray:
     return (y[:, None] == np.arange(n)[None, :]).astype(int)

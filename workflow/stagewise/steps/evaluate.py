@@ -76,10 +76,10 @@ def run(inputs: dict, outputs: dict, params: dict) -> None:
     finally:
         test.close()
     evaluation, names = params["evaluation"], test.label_names
-    scores = metrics.select(spec.score(data, names, evaluation["top_k"]), evaluation["metrics"], task)
+    scores = spec.select(spec.score(data, names, evaluation["top_k"]), evaluation["metrics"])
     resamples, seed = evaluation["bootstrap"], evaluation["seed"]
     reps = (
-        bootstrap.replicates(task, data, resamples, seed, **spec.bootstrap_options(names, evaluation["top_k"]))
+        spec.replicates(data, resamples, seed, **spec.bootstrap_options(names, evaluation["top_k"]))
         if resamples
         else {}
     )

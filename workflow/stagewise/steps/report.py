@@ -41,7 +41,7 @@ def _paired(models: list[dict], evaluation: dict) -> dict[str, dict]:
     options = tasks.get(task).bootstrap_options(names, evaluation["top_k"])
     draw = {"resamples": evaluation["bootstrap"], "seed": evaluation["seed"], **options}
     base_data, base_ids = _predictions(Path(scratch["dir"]))
-    base = bootstrap.replicates(task, base_data, **draw)
+    base = tasks.get(task).replicates(base_data, **draw)
     out = {}
     for model in models:
         if model is scratch:
@@ -52,7 +52,7 @@ def _paired(models: list[dict], evaluation: dict) -> dict[str, dict]:
                 f"{model['dir']}/test_predictions.h5: test samples differ from the scratch "
                 "baseline's; rerun evaluate for both"
             )
-        reps = bootstrap.replicates(task, data, **draw)
+        reps = tasks.get(task).replicates(data, **draw)
         scores, base_scores = model["result"]["metrics"], scratch["result"]["metrics"]
         out[f"{model['experiment']}/{model['stage']}"] = {
             name: bootstrap.paired(

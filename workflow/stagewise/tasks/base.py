@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import StagewiseError
+from ..metric_names import family
 
 if TYPE_CHECKING:
     import numpy as np
@@ -96,6 +97,36 @@ class Task:
     def replicate(self, data: dict, W: np.ndarray, **options) -> dict[str, np.ndarray]:
         """Every headline metric on each resample, a row of sample multiplicities of `W` (`bootstrap`)."""
         raise NotImplementedError
+
+    def replicates(self, data: dict, resamples: int, seed: int, **options) -> dict[str, np.ndarray]:
+        """Every headline metric on each of `resamples` seeded resamples of the test samples (`options`:
+        `bootstrap_options`); the same `seed` draws the same resamples for every model, so gains are paired."""
+        import warnings
+
+        import numpy as np
+
+        from ..bootstrap import weights
+
+        first = next(iter(data.values()))
+        with warnings.catch_warnings():  # a resample without some class leaves that class's curve undefined (nan)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            chunks = [
+                self.replicate(data, W, **options) for W in weights(len(first), resamples, seed, self.positions(data))
+            ]
+        return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+    def select(self, scores: dict, wanted: list[str] | None) -> dict:
+        """The headline `scores` named by `evaluation.metrics` (None: all of the task's)."""
+        names = self.headline if wanted is None else wanted
+        return {name: value for name, value in scores.items() if family(name) in names}
+
+    def check_monitor(self, monitor: str, where: str, label_names: list[str] | None = None) -> None:
+        """Raise unless `monitor` is a column every epoch records (per-class names: any, until labels are known)."""
+        if not self.records(monitor, label_names):
+            raise StagewiseError(
+                f"{where}.early_stopping.monitor: {monitor!r} is not recorded for task {self.name!r}; "
+                f"choose from {self.monitors(label_names)}"
+            )
 
     def positions(self, data: dict) -> int:
         """How many scored positions a resampled sample brings."""
