@@ -6,6 +6,7 @@ Written for the mutation score of issue 21 (benchmarks/mutation.sh): mutants of 
 from __future__ import annotations
 
 import torch
+from stagewise import checkpoints
 from stagewise.config import derive_seed
 from test_compatibility import COVARIATE_PARAMS, MODEL, errors, pretrained, run_check, write_checkpoint
 from torch import nn
@@ -56,3 +57,55 @@ def test_fresh_tensors_are_each_modules_own_seeded_init(tmp_path):
         old = state[f"{layer}.weight"]
         fresh = nn.Linear(width + 3, old.shape[0])
         assert torch.equal(start.state_dict[f"{layer}.weight"][:, width + 2], fresh.weight.detach()[:, width + 2])
+
+
+def test_a_model_that_cannot_be_built_is_one_model_error(tmp_path):
+    write_checkpoint(tmp_path / "ck.pt")
+    report, start = run_check(tmp_path, model=MODEL | {"params": {"hidden": [8, 4], "nonsense": 1}})
+    assert start is None and [c for c in report["checks"] if c["status"] == "error"] == [
+        {
+            "check": "model",
+            "status": "error",
+            "message": "model.architecture: mlp: the constructor failed (TypeError: MLP.__init__() got an unexpected "
+            "keyword argument 'nonsense'); it does not accept ['nonsense']; called with ['hidden', 'in_features', "
+            "'nonsense', 'out_features']",
+        }
+    ]
+
+
+def test_covariates_of_the_checkpoint_need_covariate_layers(tmp_path):
+    write_checkpoint(tmp_path / "ck.pt", COVARIATE_PARAMS, categories={"batch": ["b1", "b2"]})
+    report, _ = run_check(tmp_path, model=MODEL | {"covariate_layers": []}, categories={"batch": ["b1", "b2"]})
+    assert [c for c in report["checks"] if c["check"] == "categories" and c["status"] == "error"] == [
+        {
+            "check": "categories",
+            "status": "error",
+            "message": "the checkpoint's model takes covariates ['batch'] but mlp has no covariate layers; name them "
+            "in model.covariate_layers",
+        }
+    ]
+
+
+def test_a_replaced_heads_old_tensors_are_no_stray_and_counts_survive_a_failed_check(tmp_path):
+    write_checkpoint(tmp_path / "ck.pt")
+    head = {"module": "head", "out_features": None}
+    report, _ = run_check(tmp_path, pretrained(head=head), labels=["odd", "even"])
+    assert [c for c in report["checks"] if c["check"] == "tensors"] == [
+        {
+            "check": "tensors",
+            "status": "ok",
+            "message": "14 tensors matched (142 values), 0 widened, 2 new (10 values), 2 unmatched in the checkpoint "
+            "(15 values)",
+        }
+    ]
+    report, start = run_check(tmp_path, model=MODEL | {"params": {"hidden": [8, 5]}})
+    assert start is None and report["parameters"]["reused"] == 93 and report["parameters"]["new"] == 0
+
+
+def test_reused_tensors_take_the_models_dtype(tmp_path):
+    state = write_checkpoint(tmp_path / "ck.pt")
+    doubled = {k: v.double() if v.is_floating_point() else v for k, v in state.items()}
+    checkpoints.save(tmp_path / "ck.pt", doubled, checkpoints.load(tmp_path / "ck.pt").meta)
+    _, start = run_check(tmp_path)
+    assert start.state_dict["head.weight"].dtype == torch.float32
+    assert torch.equal(start.state_dict["head.weight"], state["head.weight"])
