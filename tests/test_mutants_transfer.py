@@ -109,3 +109,66 @@ def test_reused_tensors_take_the_models_dtype(tmp_path):
     _, start = run_check(tmp_path)
     assert start.state_dict["head.weight"].dtype == torch.float32
     assert torch.equal(start.state_dict["head.weight"], state["head.weight"])
+
+
+def _tensor_checks(report: dict) -> list[dict]:
+    return [c for c in report["checks"] if c["check"] in ("tensors", "params")]
+
+
+def test_missing_and_stray_tensors_are_named(tmp_path):
+    write_checkpoint(tmp_path / "ck.pt", rename=lambda k: k.replace("encoder.1.norm", "extra.norm"))
+    report, _ = run_check(tmp_path)
+    names = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    assert _tensor_checks(report) == [
+        {
+            "check": "tensors",
+            "status": "error",
+            "message": "5 tensors of the new model have no counterpart in the checkpoint: encoder.1.norm.weight (4,), "
+            "encoder.1.norm.bias (4,), encoder.1.norm.running_mean (4,), encoder.1.norm.running_var (4,), "
+            "encoder.1.norm.num_batches_tracked (); map their modules with pretrained.match {checkpoint name: model "
+            "name} or replace the final layer with pretrained.head (is this checkpoint for this architecture?)",
+            "tensors": [f"encoder.1.norm.{n}" for n in names],
+        },
+        {
+            "check": "tensors",
+            "status": "warning",
+            "message": "11 tensors matched (140 values), 0 widened, 0 new (0 values), 5 unmatched in the checkpoint "
+            "(17 values): " + ", ".join(f"extra.norm.{n}" for n in names) + " not used by the new model",
+        },
+    ]
+
+
+def test_a_shape_mismatch_names_module_tensor_and_shapes(tmp_path):
+    write_checkpoint(tmp_path / "ck.pt")
+    report, _ = run_check(tmp_path, model=MODEL | {"params": {"hidden": [8, 5]}})
+    assert _tensor_checks(report)[0] == {
+        "check": "tensors",
+        "status": "error",
+        "message": "module 'encoder.1.linear', tensor encoder.1.linear.weight: checkpoint shape (4, 8), new model "
+        "shape (5, 8)",
+        "tensor": "encoder.1.linear.weight",
+    }
+    write_checkpoint(tmp_path / "ck.pt", plain=True)
+    (tmp_path / "features.txt").write_text("\n".join(f"g{i}" for i in range(6)) + "\n")
+    (tmp_path / "labels.txt").write_text("a\nb\nc\n")
+    files = {"feature_names": str(tmp_path / "features.txt"), "label_names": str(tmp_path / "labels.txt")}
+    report, _ = run_check(tmp_path, pretrained(**files), model=MODEL | {"params": {"hidden": [8, 5]}})
+    assert [c for c in report["checks"] if c["check"] == "params"] == [
+        {
+            "check": "params",
+            "status": "error",
+            "message": "7 tensors differ in shape and the checkpoint records no model params: set model.params to the "
+            "ones it was trained with",
+        }
+    ]
+
+
+def test_widened_tensors_are_counted(tmp_path):
+    write_checkpoint(tmp_path / "ck.pt", COVARIATE_PARAMS, categories={"batch": ["b1", "b2"]})
+    pre = pretrained(new_categories={"batch": ["b3"]})
+    report, _ = run_check(tmp_path, pre, categories={"batch": ["b3", "b1", "b2"]})
+    assert report["parameters"]["widened"] == 104
+    assert report["parameters"]["tensors"]["widened"] == ["encoder.0.linear.weight", "encoder.1.linear.weight"]
+    assert [c["message"] for c in _tensor_checks(report)] == [
+        "14 tensors matched (77 values), 2 widened, 0 new (0 values), 0 unmatched in the checkpoint (0 values)"
+    ]
