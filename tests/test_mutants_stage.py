@@ -141,6 +141,7 @@ def test_a_pretrain_stage_writes_exactly_its_files(data, tmp_path):
     }
     assert written["train_seconds"] == round(sum(row["seconds"] for row in history), 3)
     assert 0 < written["train_seconds"] <= written["seconds"] <= elapsed + 0.001
+    assert written["seconds"] == round(written["seconds"], 3)  # milliseconds
 
     best_ckpt, last_ckpt = checkpoints.load(outputs["best"]), checkpoints.load(outputs["last"])
     provenance = {k: written[k] for k in ("config_sha256", "data", "data_sha256", "parent", "parent_sha256")}
