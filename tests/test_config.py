@@ -150,3 +150,21 @@ def test_metrics_and_monitors_are_checked_against_the_task_before_any_rule():
     config["model"]["task"] = "sequence_labeling"  # per-class columns are known once the labels are
     config["experiments"]["fixed"]["stages"][0]["early_stopping"] = {"monitor": "val_auprc_donor"}
     sw_config.validate(config)
+
+
+def test_a_task_added_to_the_registry_is_a_valid_model_task(monkeypatch):
+    """Adding a task is one registry entry: `model.task` accepts the registry's names, and only those."""
+    from stagewise import tasks
+
+    class Ranking(type(tasks.get("regression"))):
+        name = "ranking"
+
+    config = copy.deepcopy(TINY) | {"model": {**TINY["model"], "task": "ranking"}}
+    with pytest.raises(StagewiseError, match=r"model.task: 'ranking' is not one of \['classification', 'regression'"):
+        sw_config.validate(copy.deepcopy(config))
+    monkeypatch.setitem(tasks.TASKS, "ranking", Ranking())
+    sw_config.schema.cache_clear()
+    try:
+        assert sw_config.validate(copy.deepcopy(config))["model"]["task"] == "ranking"
+    finally:
+        sw_config.schema.cache_clear()

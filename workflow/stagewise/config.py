@@ -39,6 +39,7 @@ def schema() -> dict:
     props = raw["properties"]
     stage = props["experiments"]["additionalProperties"]["properties"]["stages"]["items"]
     stage["properties"] = _strip_defaults(stage["properties"])
+    props["model"]["properties"]["task"]["enum"] = list(tasks.TASKS)  # the registry names the tasks
     props["pretrained"]["properties"]["training"]["properties"] = _strip_defaults(
         props["pretrained"]["properties"]["training"]["properties"]
     )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import tasks
 from .errors import StagewiseError
 from .io.source import Source
 
@@ -24,7 +25,7 @@ def encode(sources: dict, selected: dict, spec: dict, name: str, task: str) -> E
     """Label names and codes of the selected rows, covariate categories (in natural order) and codes."""
     label_names = _label_names(sources, selected, spec, name, task)
     codes = {
-        k: _label_codes(s, selected[k], label_names, task == "regression", f"data.{name} ({spec[k]})")
+        k: _label_codes(s, selected[k], label_names, tasks.get(task).label_values, f"data.{name} ({spec[k]})")
         for k, s in sources.items()
     }
     categories = {
@@ -39,10 +40,10 @@ def _label_names(sources: dict, selected: dict, spec: dict, name: str, task: str
     name, or the selected training labels in natural order (checked: classes, and no test label unseen)."""
     if sources["train"].labels is None:
         return sources["train"].label_names
-    if task == "regression":
+    if tasks.get(task).label_values:
         return [spec["label"] or "label"]
     names = sorted(map(str, set(selected["train"][1])), key=natural)
-    if task == "classification":
+    if tasks.get(task).one_class_per_sample:
         _check_classes(names, len(selected["train"][1]), f"data.{name}: {spec['train']}", spec["label"] or "label")
     if "test" in sources:
         unknown = sorted(set(selected["test"][1]) - set(names))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import encoding, splits
+from .. import encoding, splits, tasks
 from ..errors import StagewiseError
 from ..files import sha256_file, sha256_json, write_json
 from ..io import hdf5, readers
@@ -101,7 +101,7 @@ def _prepare(spec: dict, name: str, task: str, outputs: dict, scratch: Path, spl
     """Write the splits `outputs` names (train, val, test: paths) from the dataset `spec`; return the summary."""
     files = {"train": spec["train"]} | ({"test": spec["test"]} if spec["test"] else {})
     wheres = {k: f"data.{name} ({path})" for k, path in files.items()}
-    regression = task == "regression"  # labels are target values, not classes
+    regression = tasks.get(task).label_values  # labels are target values, not classes
     with ExitStack() as stack:
         sources = {k: stack.enter_context(readers.open_source(path, spec, scratch)) for k, path in files.items()}
         selected = {

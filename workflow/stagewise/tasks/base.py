@@ -29,6 +29,8 @@ class Task:
     validation: tuple[str, ...]  # what every validation pass records in history.tsv as val_<name>, besides val_loss
     primary: str  # the metric the report ranks models by
     output_per_label = True  # False: one output per feature, labels only annotate samples
+    label_values = False  # the labels are target values (regression), not class names
+    one_class_per_sample = False  # prepare refuses a target with fewer than two classes, or measurements as classes
     output_kind = "logits"  # what `model.output` names in a model's output
     needs_inputs = False  # the loss and the predictions read the model's inputs
     latent_key: str | None = None  # the output whose embedding transfers labels by kNN from a reference split

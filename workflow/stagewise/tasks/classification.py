@@ -18,6 +18,7 @@ class Classification(Task):
     headline = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auprc", "auroc", "top_k")
     validation = headline[:-1]
     primary = "accuracy"
+    one_class_per_sample = True
 
     def predictions(self, output, x: np.ndarray | None = None) -> dict[str, np.ndarray]:
         return class_predictions(output)

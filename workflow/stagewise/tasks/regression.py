@@ -19,6 +19,7 @@ class Regression(Task):
     validation = headline
     primary = "r2"
     output_kind = "values"
+    label_values = True
 
     def predictions(self, output, x: np.ndarray | None = None) -> dict[str, np.ndarray]:
         return {"predictions": output.numpy()}
