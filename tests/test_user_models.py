@@ -428,7 +428,7 @@ def test_dict_output_with_a_new_head_through_the_workflow(tmp_path):
             "from_data": {"n_inputs": "n_features", "n_labels": "n_labels"},
         },
     )
-    config["pretrained"] = {"checkpoint": "ck.pt", "head": {"module": None}}
+    config["pretrained"] = {"checkpoint": "ck.pt", "feature_names": "features.txt", "head": {"module": None}}
     write_config(tmp_path, config)
     snakemake(tmp_path)
     assert (
