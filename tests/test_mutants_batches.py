@@ -6,6 +6,9 @@ distributed tests, which start processes; covariate errors and dtypes were asser
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -77,3 +80,21 @@ def test_covariates_the_model_does_not_know_are_refused_naming_them(tmp_path):
 def test_rename_takes_the_longest_matching_prefix():
     state = {"enc.0.w": 1, "enc.1.w": 2, "head.b": 3}
     assert surgery.rename(state, {"enc": "a", "enc.0": "b"}) == {"b.w": 1, "a.1.w": 2, "head.b": 3}
+
+
+def _prefetching() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "stagewise-prefetch"]
+
+
+def test_streamed_batches_reach_a_slow_consumer_all_and_an_abandoned_epoch_stops_its_thread(tmp_path):
+    path = _write(str(tmp_path / "t.h5"), 24)
+    streamed = Batches(path, 4, in_memory="false")  # read ahead by a background thread
+    rows = []
+    for x, _, _ in streamed.epoch(0):
+        time.sleep(0.15)  # slower than the reader: its queue stays full
+        rows += x[:, 0].int().tolist()
+    assert rows == list(range(24))
+    epoch = streamed.epoch(0)
+    next(epoch)
+    epoch.close()  # e.g. an error mid-epoch: the reader must not wait forever on its full queue
+    assert not _prefetching()
