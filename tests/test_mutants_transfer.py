@@ -172,3 +172,50 @@ def test_widened_tensors_are_counted(tmp_path):
     assert [c["message"] for c in _tensor_checks(report)] == [
         "14 tensors matched (77 values), 2 widened, 0 new (0 values), 0 unmatched in the checkpoint (0 values)"
     ]
+
+
+def test_pretrained_match_renames_or_names_what_it_cannot_find(tmp_path):
+    write_checkpoint(tmp_path / "ck.pt", rename=lambda k: k.replace("encoder.", "enc."))
+    report, start = run_check(tmp_path, pretrained(match={"enc": "encoder"}))
+    assert start is not None and [c for c in report["checks"] if c["check"] == "match"] == [
+        {"check": "match", "status": "ok", "message": "checkpoint modules renamed: {'enc': 'encoder'}"}
+    ]
+    report, _ = run_check(tmp_path, pretrained(match={"nothing": "nowhere"}))
+    assert [c for c in report["checks"] if c["check"] == "match"] == [
+        {
+            "check": "match",
+            "status": "error",
+            "message": "pretrained.match: 'nothing' is not a module of the checkpoint; its modules: enc.0.linear, "
+            "enc.0.norm, enc.1.linear, enc.1.norm, head",
+        },
+        {
+            "check": "match",
+            "status": "error",
+            "message": "pretrained.match: 'nothing' -> 'nowhere': the model has no module 'nowhere'; its modules: "
+            "encoder, encoder.0, encoder.0.linear, encoder.0.norm, encoder.0.act, ... (7 more)",
+        },
+    ]
+
+
+def test_tensors_of_another_kind_or_not_finite_are_refused(tmp_path):
+    state = write_checkpoint(tmp_path / "ck.pt")
+    state["head.weight"] = state["head.weight"].to(torch.int64)
+    state["encoder.0.linear.bias"] = torch.full_like(state["encoder.0.linear.bias"], float("nan"))
+    checkpoints.save(tmp_path / "ck.pt", state, checkpoints.load(tmp_path / "ck.pt").meta)
+    report, start = run_check(tmp_path)
+    assert start is None and [c for c in report["checks"] if c["status"] == "error"] == [
+        {
+            "check": "tensors",
+            "status": "error",
+            "message": "1 checkpoint tensors have another kind of dtype than the model's: head.weight torch.int64 "
+            "(model: torch.float32); is this checkpoint for this architecture?",
+            "tensors": ["head.weight"],
+        },
+        {
+            "check": "tensors",
+            "status": "error",
+            "message": "1 checkpoint tensors hold NaN or inf values: encoder.0.linear.bias; the checkpoint comes from "
+            "a diverged or corrupted training run: use an earlier one",
+            "tensors": ["encoder.0.linear.bias"],
+        },
+    ]
