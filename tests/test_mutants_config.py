@@ -426,3 +426,23 @@ def test_the_schema_file_missing_is_an_installation_error(tmp_path, monkeypatch)
         )
     finally:
         sw_config.schema.cache_clear()
+
+
+def test_the_validator_fills_missing_defaults_with_copies_and_still_validates():
+    """The validator class is built once at import (so its mutants need building it again here)."""
+    import jsonschema
+
+    validator = sw_config._fill_defaults(jsonschema.Draft7Validator)
+    default = {"x": [1]}
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "object", "default": default}, "b": {"type": "integer"}, "c": {"type": "string"}},
+    }
+    filled = {"c": "given"}
+    assert list(validator(schema).iter_errors(filled)) == [] and filled == {"a": {"x": [1]}, "c": "given"}
+    filled["a"]["x"].append(2)
+    assert default == {"x": [1]}  # a copy, never the schema's own
+    kept = {"a": {"y": 1}}
+    assert list(validator(schema).iter_errors(kept)) == [] and kept == {"a": {"y": 1}}
+    errors = list(validator(schema).iter_errors({"b": "x"}))
+    assert [e.message for e in errors] == ["'x' is not of type 'integer'"]
