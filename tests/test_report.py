@@ -181,7 +181,7 @@ def test_metrics_table_without_bootstrap_shows_values_only():
             }
         ]
     )
-    page = html.metrics_table(table, "accuracy")
+    page = html.metrics_section(table, "accuracy")
     assert (
         '<span class="v">0.5000</span></td>' in page
         and 'class="ci"' not in page.split("<tbody>")[1].split("</tbody>")[0]

@@ -158,7 +158,7 @@ def test_evaluate_and_finetune_streamed_repeat_the_workflows_numbers(tiny_run, t
     monkeypatch.setattr(batches, "AUTO_BYTES", 0)  # in_memory: auto now streams every file
     streamed = []
     monkeypatch.setattr(
-        batches, "_prefetched", lambda it, depth=2, real=batches._prefetched: streamed.append(1) or real(it)
+        batches, "_prefetched", lambda it, device, real=batches._prefetched: streamed.append(1) or real(it, device)
     )
     results = tiny_run / "results"
     model = results / "gradual/stages/1_head/model_best.pt"
@@ -202,7 +202,9 @@ def test_streamed_batches_are_read_ahead_and_the_reader_stops_with_the_epoch(tmp
     path = _write(tmp_path, 300)
     streamed = Batches(path, 16, shuffle=True, seed=1, in_memory="false")
     seen = []
-    monkeypatch.setattr(module, "_prefetched", lambda it, depth=2, real=module._prefetched: seen.append(1) or real(it))
+    monkeypatch.setattr(
+        module, "_prefetched", lambda it, device, real=module._prefetched: seen.append(1) or real(it, device)
+    )
     epoch = streamed.epoch(1)
     next(epoch)
     assert seen and any(t.name == "stagewise-prefetch" for t in threading.enumerate())
@@ -215,3 +217,29 @@ def test_streamed_batches_are_read_ahead_and_the_reader_stops_with_the_epoch(tmp
     monkeypatch.setattr(hdf5, "read_rows", broken)
     with pytest.raises(StagewiseError, match="HDF5 read failed"):
         list(Batches(path, 16, in_memory="false").epoch(0))
+
+
+@pytest.mark.parametrize("source", ["two batches", "an error after two"])
+def test_an_epoch_left_early_stops_its_reader_even_with_the_queue_full(source):
+    """The consumer stops after one batch while the reader has filled the queue (and finished, or failed): closing
+    returns at once and no thread is left behind."""
+    import threading
+    import time
+
+    import torch
+    from stagewise.io.batches import _prefetched
+
+    def failing():
+        yield (1,)
+        yield (2,)
+        raise StagewiseError("split.h5: HDF5 read failed")
+
+    items = iter([(1,), (2,)]) if source == "two batches" else failing()
+    reader = _prefetched(items, torch.device("cpu"), depth=1)
+    assert next(reader) == (1,)
+    time.sleep(0.3)  # the reader fills the queue and blocks on the next item
+    closing = threading.Thread(target=reader.close, daemon=True)  # a hang fails the test instead of the suite
+    closing.start()
+    closing.join(timeout=5)
+    assert not closing.is_alive(), "closing the epoch waits on its reader"
+    assert not any(t.name == "stagewise-prefetch" and t.is_alive() for t in threading.enumerate())

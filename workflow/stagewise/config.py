@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from . import assets, tasks
+from . import assets, paths, tasks
 from .config_files import check_files
 from .config_yaml import Lines, read
 from .errors import StagewiseError
@@ -39,7 +39,8 @@ def schema() -> dict:
     props = raw["properties"]
     stage = props["experiments"]["additionalProperties"]["properties"]["stages"]["items"]
     stage["properties"] = _strip_defaults(stage["properties"])
-    props["model"]["properties"]["task"]["enum"] = list(tasks.TASKS)  # the registry names the tasks
+    task = props["model"]["properties"]["task"]
+    task["enum"], task["default"] = list(tasks.TASKS), tasks.DEFAULT  # the registry names the tasks
     props["pretrained"]["properties"]["training"]["properties"] = _strip_defaults(
         props["pretrained"]["properties"]["training"]["properties"]
     )
@@ -180,7 +181,7 @@ def derive_seed(base: int, *names: Any) -> int:
 def stage_dirs(config: dict, experiment: str) -> list[str]:
     """`{index}_{name}` folder names of an experiment's stages, in order."""
     stages = config["experiments"][experiment]["stages"]
-    return [f"{i + 1}_{s['name']}" for i, s in enumerate(stages)]
+    return [paths.stage_folder(i, s["name"]) for i, s in enumerate(stages)]
 
 
 def total_epochs(config: dict) -> int:

@@ -21,11 +21,8 @@ from pathlib import Path
 
 import torch
 
-from . import launcher
 from .errors import StagewiseError
 from .launcher import TIMEOUT, world_size
-
-launch = launcher.launch  # the steps start a stage's processes as `distributed.launch`
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import PurePath
 
 BENCHMARKS, LOGS = "benchmarks", "logs"
-STAGE_LABEL = "{experiment}/{index}_{stage}"  # a stage of an experiment, e.g. gradual/2_top
+STAGE_FOLDER = "{index}_{stage}"  # a stage's folder under its experiment, e.g. 2_top (index from 1)
+STAGE_LABEL = "{experiment}/" + STAGE_FOLDER  # a stage of an experiment, e.g. gradual/2_top
 SCRATCH_LABEL = "baselines/scratch"
 PRETRAIN_LABEL = "pretrain"
 
@@ -41,8 +42,13 @@ def benchmark_job(path: str) -> tuple[str, str]:
     return parts[start], "/".join(parts[start + 1 :])
 
 
+def stage_folder(index: int, name: str) -> str:
+    """The folder of an experiment's stage `index` (from 0) called `name`: STAGE_FOLDER filled in, e.g. 2_top."""
+    return STAGE_FOLDER.format(index=index + 1, stage=name)
+
+
 def stage_label(experiment: str, folder: str) -> str:
-    """The label of a stage whose folder is `folder` (`{index}_{name}`): STAGE_LABEL filled in, e.g. gradual/2_top."""
+    """The label of a stage whose folder is `folder` (`stage_folder`): STAGE_LABEL's form, e.g. gradual/2_top."""
     return f"{experiment}/{folder}"
 
 

@@ -198,7 +198,7 @@ def fit(
     selection: freezing.Selection,
     where: str,
     tensorboard: Path | None = None,
-    task: str = "classification",
+    task: str = tasks.DEFAULT,
 ) -> Result:
     """Train the selected parameters of `model` on the batches of `train`; keep the best state by the monitored
     metric on `val`.

@@ -20,6 +20,7 @@ from . import hdf5
 
 AUTO_BYTES = 1 << 30  # in_memory: auto loads a split whose dense features take at most this much
 WINDOW = 16  # blocks read and shuffled together
+JOIN_SECONDS = 60  # the read-ahead thread finishes the read under way, then stops
 
 
 def one_hot(
@@ -153,7 +154,7 @@ class Batches:
         device = torch.device(device)
         host = (self._host(batch, device) for batch in self._joined(epoch))
         prefetch = device.type == "cuda" or not self.in_memory
-        for X, c, y in _prefetched(host) if prefetch else host:
+        for X, c, y in _prefetched(host, device) if prefetch else host:
             yield (
                 X.to(device, non_blocking=True),
                 None if c is None else c.to(device, non_blocking=True),
@@ -174,7 +175,7 @@ class Batches:
     def _host(self, batch: tuple, device: torch.device) -> tuple:
         """This process's part of a global batch as CPU tensors, in pinned memory when bound for a GPU."""
         X, y, covariates = batch
-        part = self._part(0, len(y))
+        part = self._part(len(y))
         X, y, covariates = X[part], y[part], {k: v[part] for k, v in covariates.items()}
         if self.columns is not None:
             X = np.where(self.columns >= 0, X[:, np.maximum(self.columns, 0)], np.float32(0)).astype(X.dtype)
@@ -202,14 +203,13 @@ class Batches:
         if carry is not None and len(carry[1]):
             yield carry
 
-    def _part(self, start: int, stop: int) -> slice:
-        """This rank's rows of the global batch `start:stop` (all of them outside a data-parallel stage)."""
+    def _part(self, n: int) -> slice:
+        """This rank's rows of a global batch of `n` rows (all of them outside a data-parallel stage)."""
         if self.world == 1:
-            return slice(start, stop)
+            return slice(0, n)
         from ..distributed import shard
 
-        part = shard(stop - start, self.rank, self.world)
-        return slice(start + part.start, start + part.stop)
+        return shard(n, self.rank, self.world)
 
     @property
     def sample_ids(self) -> list[str]:
@@ -221,26 +221,33 @@ class Batches:
         self._h5.close()
 
 
-def _prefetched(batches: Iterator[tuple], depth: int = 2) -> Iterator[tuple]:
-    """`batches`, produced up to `depth` ahead by a background thread (reading the file, one-hot, pinning)."""
+def _prefetched(batches: Iterator[tuple], device: torch.device, depth: int = 2) -> Iterator[tuple]:
+    """`batches`, produced up to `depth` ahead by a background thread (reading the file, one-hot, pinning). The
+    thread stops when the consumer does (an epoch left early, an error), and its errors reach the consumer."""
     ready: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
+    done, stop = object(), threading.Event()
+    gpu = (device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" else None
+
+    def offer(item: object) -> bool:
+        """Queue `item` unless the consumer has stopped."""
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce() -> None:
+        if gpu is not None:
+            torch.cuda.set_device(gpu)  # memory is pinned for the consumer's GPU (a new thread starts on GPU 0)
         try:
             for batch in batches:
-                while not stop.is_set():
-                    try:
-                        ready.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer(batch):
                     return
-            ready.put(done)
+            offer(done)
         except BaseException as error:  # raised again in the consumer, with the file's own message
-            ready.put(error)
+            offer(error)
 
     thread = threading.Thread(target=produce, daemon=True, name="stagewise-prefetch")
     thread.start()
@@ -251,4 +258,4 @@ def _prefetched(batches: Iterator[tuple], depth: int = 2) -> Iterator[tuple]:
             yield item
     finally:
         stop.set()
-        thread.join()
+        thread.join(timeout=JOIN_SECONDS)

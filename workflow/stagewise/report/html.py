@@ -67,7 +67,7 @@ def _ci(row: pd.Series, name: str) -> str:
     return "" if low is None or pd.isna(low) else f'<span class="ci">{_num(low, 3)}–{_num(high, 3)}</span>'
 
 
-def metrics_table(table: pd.DataFrame, primary: str) -> str:
+def metrics_section(table: pd.DataFrame, primary: str) -> str:
     """Experiments × stages and baselines; each cell the value and its 95 % CI."""
     names = [
         c
@@ -101,7 +101,7 @@ def metrics_table(table: pd.DataFrame, primary: str) -> str:
     )
 
 
-def best_model(best: dict | None, figures: dict) -> str:
+def best_model_section(best: dict | None, figures: dict) -> str:
     """Per-class metrics and the confusion matrix of the best experiment's final model."""
     if best is None or "per_class" not in best["result"]:
         return "<p>Per-class metrics apply to classification.</p>"
@@ -230,14 +230,14 @@ def render(
     """The whole page: inline CSS and images only, no script, no external address."""
     body = {
         "summary": summary(best, primary, paired, evaluation),
-        "metrics": metrics_table(table, primary),
+        "metrics": metrics_section(table, primary),
         "curves": _figure(figures["learning_curves"], "learning curves")
         + (
             "<p class='note'>Dashed lines: stage boundaries. Each stage starts from the previous stage's best "
             "checkpoint.</p>"
         ),
         "comparison": _figure(figures["comparison"], f"{primary} of every model with 95 % CI"),
-        "best": best_model(best, figures),
+        "best": best_model_section(best, figures),
         "compatibility": compatibility_checks(compatibility),
         "provenance": provenance(models, version),
         "resources": resources(benchmarks),

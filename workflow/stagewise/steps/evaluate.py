@@ -40,7 +40,7 @@ def batches(path: str, meta: CheckpointMeta) -> Batches:
 def predict(model: nn.Module, test: Batches, meta: CheckpointMeta, inputs: dict, knn_k: int = 15) -> dict:
     """The prediction arrays of the test split (`tasks`); a task with a latent space (counts) and labels adds kNN
     label transfer (`knn_k` neighbours) from the `reference` split's latent space (labels matched by name)."""
-    task = tasks.get(meta.task or "classification")
+    task = tasks.get(meta.task)
     output, x = trainer.predict(model, test, keep_inputs=task.needs_inputs)
     data = task.predictions(output, x) | {"labels": task.labels(output, test.y)}
     if task.latent_key and test.label_names and inputs.get("reference"):
@@ -67,7 +67,7 @@ def _write_predictions(path: str, data: dict, sample_ids: list[str], label_names
 def run(inputs: dict, outputs: dict, params: dict) -> None:
     """Predict the test split with the checkpoint, score it with bootstrap intervals, write both files."""
     ckpt = checkpoints.load(inputs["model"])
-    spec = tasks.get(ckpt.meta.task or "classification")
+    spec = tasks.get(ckpt.meta.task)
     task = spec.name
     test = batches(inputs["test"], ckpt.meta)
     try:

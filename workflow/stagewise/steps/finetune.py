@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from .. import checkpoints, distributed, models, trainer
+from .. import checkpoints, distributed, launcher, models, trainer
 from .stage import config_path, train_and_save
 
 
 def run(inputs: dict, outputs: dict, params: dict) -> None:
     """Continue from the parent checkpoint (`init: parent`) or from a random init of its architecture."""
-    if distributed.world_size(params["stage"]["training"]) > 1 and distributed.context().world == 1:
-        return distributed.launch(
+    if launcher.world_size(params["stage"]["training"]) > 1 and distributed.context().world == 1:
+        return launcher.launch(
             "stagewise.steps.finetune:run", inputs, outputs, params, config_path(params["label"])
         )  # the ranks run this again
     parent = checkpoints.load(inputs["model"])

@@ -83,7 +83,7 @@ def _write(
 def run(inputs: dict, outputs: dict, params: dict) -> None:
     """Read `params['dataset']` (its train file, and test file if any), split it, write the three splits and summary."""
     spec = params["dataset"]
-    task = params.get("task", "classification")
+    task = params.get("task", tasks.DEFAULT)
     summary = _prepare(spec, params["name"], task, outputs, Path(outputs["summary"]).parent, split=True)
     write_json(outputs["summary"], summary)
 

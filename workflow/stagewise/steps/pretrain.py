@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import checkpoints, distributed, models, tasks, trainer
+from .. import checkpoints, distributed, launcher, models, tasks, trainer
 from ..errors import StagewiseError
 from ..io import hdf5
 from ..metadata import CheckpointMeta
@@ -12,8 +12,8 @@ from .stage import config_path, train_and_save
 
 def run(inputs: dict, outputs: dict, params: dict) -> None:
     """Build `model` for the source data's features, labels and covariates and train it from scratch."""
-    if distributed.world_size(params["stage"]["training"]) > 1 and distributed.context().world == 1:
-        return distributed.launch(
+    if launcher.world_size(params["stage"]["training"]) > 1 and distributed.context().world == 1:
+        return launcher.launch(
             "stagewise.steps.pretrain:run", inputs, outputs, params, config_path("pretrain")
         )  # the ranks run this again
     with hdf5.open_split(inputs["train"]) as h5:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import checkpoints, distributed, freezing, models, optim, tasks, trainer
+from .. import checkpoints, distributed, freezing, launcher, models, optim, tasks, trainer
 from .. import config as sw_config
 from ..errors import StagewiseError
 from ..files import sha256_file, sha256_json, write_json, write_text
@@ -51,7 +51,7 @@ def train_and_save(
             selection,
             path,
             board,
-            meta.task or "classification",
+            meta.task or tasks.DEFAULT,
         )
     finally:
         train.close()
@@ -142,7 +142,7 @@ def validate(start: checkpoints.Checkpoint, config: dict, pretraining: bool = Fa
             )
             selection = freezing.select(model, stage["policy"], start.meta.new_parameters or [], masks, path)
             optimizer = optim.build_optimizer(model, selection.names, stage["training"], path, dry_run=True)
-            per_process = stage["training"]["batch_size"] // distributed.world_size(stage["training"])
+            per_process = stage["training"]["batch_size"] // launcher.world_size(stage["training"])
             norms = freezing.batchnorms_in_training(model, selection.names) if per_process < 2 else []
             if norms:
                 raise StagewiseError(

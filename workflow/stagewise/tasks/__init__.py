@@ -12,7 +12,7 @@ Every prediction file also holds `labels` (the target, cropped like the predicti
 result as `loss_fn(output, y, x, epoch)`; `epoch` is None outside training (full KL weight).
 `training.loss.name: auto` (the default) is the task's default loss.
 
-A new task is one module with a `Task` subclass and one entry in `TASKS` (and in the schema's `model.task` enum).
+A new task is one module with a `Task` subclass and one entry in `TASKS` (`model.task` accepts its names).
 Below `models` in the layering: `models` may import this package, never the reverse.
 """
 
@@ -26,12 +26,14 @@ from .regression import Regression
 from .sequence_labeling import SequenceLabeling, crop
 
 TASKS: dict[str, Task] = {task.name: task for task in (Classification(), Regression(), SequenceLabeling(), Counts())}
+DEFAULT = "classification"  # `model.task`'s default, and the task of a checkpoint that records none
 
-__all__ = ["TASKS", "Task", "TaskLoss", "apply", "collect", "crop", "get"]
+__all__ = ["DEFAULT", "TASKS", "Task", "TaskLoss", "apply", "collect", "crop", "get"]
 
 
-def get(name: str) -> Task:
-    """The task called `name`."""
+def get(name: str | None) -> Task:
+    """The task called `name` (None: `DEFAULT`)."""
+    name = DEFAULT if name is None else name
     if name not in TASKS:
         raise StagewiseError(f"model.task: unknown {name!r}; one of {sorted(TASKS)}")
     return TASKS[name]
