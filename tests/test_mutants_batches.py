@@ -98,3 +98,14 @@ def test_streamed_batches_reach_a_slow_consumer_all_and_an_abandoned_epoch_stops
     next(epoch)
     epoch.close()  # e.g. an error mid-epoch: the reader must not wait forever on its full queue
     assert not _prefetching()
+
+
+def test_batch_bounds_merge_only_a_last_training_batch_of_one():
+    from stagewise.io.batches import batch_bounds
+
+    assert batch_bounds(1, 16, True) == [(0, 1)]
+    assert batch_bounds(17, 16, True) == [(0, 17)]
+    assert batch_bounds(33, 16, True) == [(0, 16), (16, 33)]
+    assert batch_bounds(49, 16, True) == [(0, 16), (16, 32), (32, 49)]
+    assert batch_bounds(34, 16, True) == [(0, 16), (16, 32), (32, 34)]
+    assert batch_bounds(33, 16, False) == [(0, 16), (16, 32), (32, 33)]

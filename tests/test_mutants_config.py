@@ -446,3 +446,24 @@ def test_the_validator_fills_missing_defaults_with_copies_and_still_validates():
     assert list(validator(schema).iter_errors(kept)) == [] and kept == {"a": {"y": 1}}
     errors = list(validator(schema).iter_errors({"b": "x"}))
     assert [e.message for e in errors] == ["'x' is not of type 'integer'"]
+
+
+@pytest.mark.parametrize(
+    "place,where",
+    [
+        (("training",), "training"),
+        (("pretrained", "training"), "pretrained.training"),
+        (("experiments", "fixed", "stages", 0), "experiments.fixed.stages[0] (head)"),
+    ],
+)
+def test_every_early_stopping_monitor_is_checked_naming_its_place(place, where):
+    config = copy.deepcopy(TINY)
+    node = config
+    for key in place:
+        node = node[key]
+    node["early_stopping"] = {"monitor": "val_rmse"}
+    with pytest.raises(StagewiseError) as error:
+        sw_config.validate(config, source="c.yaml")
+    assert str(error.value).startswith(
+        f"c.yaml: {where}.early_stopping.monitor: 'val_rmse' is not recorded for task 'classification'; choose from"
+    )

@@ -55,3 +55,48 @@ def test_audit_counts_masked_entries_per_module_and_reports_modes():
     assert set(freezing.audit(model)["modes"].values()) == {"train"}
     model.eval()
     assert set(freezing.audit(model)["modes"].values()) == {"eval"}
+
+
+def test_freeze_new_and_pattern_errors_name_their_key_outside_unfreeze_all():
+    model = _model()
+    policy = {"name": "s", "train": ["encoder.1"], "freeze": ["new"]}
+    names = freezing.select(model, policy, ["encoder.1.linear.bias"], {}, "w").names
+    assert names == {n for n, _ in model.named_parameters() if n.startswith(("encoder.1.", "head."))} - {
+        "encoder.1.linear.bias"
+    }
+    with pytest.raises(StagewiseError, match=r"^w\.freeze: 'nothing' matches no module or parameter"):
+        freezing.select(model, {"name": "s", "train": ["head"], "freeze": ["nothing"]}, [], {}, "w")
+    with pytest.raises(StagewiseError, match=r"^w\.train: 'nothing' matches no module or parameter"):
+        freezing.select(model, {"name": "s", "train": ["nothing"]}, [], {}, "w")
+
+
+def test_head_names_the_models_head_whatever_it_is_called():
+    model = _model()
+    model.head_name = "encoder.1"  # e.g. a plug-in model whose last block is its head
+    names = freezing.select(model, {"name": "s", "train": ["head"]}, [], {}, "w").names
+    assert names == {n for n, _ in model.named_parameters() if n.startswith("encoder.1.")}
+
+
+def test_an_unmatched_pattern_lists_the_first_15_modules():
+    torch.manual_seed(0)
+    model = build("mlp", {"in_features": 2, "out_features": 2, "hidden": [2] * 5})
+    modules = [n for n, _ in model.named_modules() if n]
+    with pytest.raises(StagewiseError) as error:
+        freezing.select(model, {"name": "s", "train": ["nothing"]}, [], {}, "w")
+    assert str(error.value) == f"w.train: 'nothing' matches no module or parameter; modules are {modules[:15]}"
+
+
+def test_frozen_names_are_frozen_parameters_and_the_buffers_of_wholly_frozen_modules():
+    model = _model()
+    freezing.set_trainable(model, {"encoder.1.linear.weight", "head.weight", "head.bias"})
+    frozen = freezing.frozen_names(model)
+    stats = ["running_mean", "running_var", "num_batches_tracked"]
+    assert sorted(frozen) == sorted(
+        [
+            f"encoder.0.{m}.{p}"
+            for m, p in [("linear", "weight"), ("linear", "bias"), ("norm", "weight"), ("norm", "bias")]
+        ]
+        + ["encoder.1.linear.bias", "encoder.1.norm.weight", "encoder.1.norm.bias"]
+        + [f"encoder.0.norm.{s}" for s in stats]
+        + [f"encoder.1.norm.{s}" for s in stats]
+    )
