@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install what tests/slurm_cluster.py needs for a real one-node SLURM cluster with job
-# accounting (Debian/Ubuntu, run as root). Idempotent: does nothing if all packages are present.
+# Install what tests/slurm_cluster.py needs for a real SLURM cluster of two nodes on this machine
+# (two slurmd: Debian's SLURM is built with --enable-multiple-slurmd) with job accounting
+# (Debian/Ubuntu, run as root). Idempotent: does nothing if all packages are present.
 # Daemons are not started here (policy-rc.d may print "denied execution of start": harmless);
 # the test fixture starts and stops them itself.
 set -euo pipefail

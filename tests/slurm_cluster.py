@@ -1,10 +1,13 @@
-"""A real one-node SLURM cluster with job accounting, for end-to-end tests of profiles/slurm.
+"""A real two-node SLURM cluster on this one machine, with job accounting, for end-to-end tests of profiles/slurm.
 
-Starts munged (as the munge user), MariaDB + slurmdbd, slurmctld and slurmd on 127.0.0.1, with
-partitions ``cpu`` (default) and ``gpu`` and one fake GPU (a char device named in gres.conf).
-Needs root and the packages from ``.ci/slurm-deps.sh``. The cluster is machine-wide: configs go to
-/etc/slurm, pid files to /run, and every start wipes the SLURM state and the accounting database,
-so job ids restart at 1. Daemons are only ever stopped through their pid files.
+Starts munged (as the munge user), MariaDB + slurmdbd, slurmctld and one slurmd per node (``slurmd -N n1``,
+``slurmd -N n2``, each on its own port of 127.0.0.1; Debian's SLURM is built with --enable-multiple-slurmd),
+with partitions ``cpu`` (default) and ``gpu`` on both nodes. Each node declares the whole machine (its CPUs,
+its memory less 1 GB, one fake GPU: a char device named in gres.conf), so the nodes share it and a job may
+land on either (same filesystem); a job of ``--nodes=2`` gets both. Needs root and the packages from
+``.ci/slurm-deps.sh``. The cluster is machine-wide: configs go to /etc/slurm, pid files to /run, and every
+start wipes the SLURM state and the accounting database, so job ids restart at 1. Daemons are only ever
+stopped through their pid files.
 
     cluster = start_cluster(tmp_path)          # 2-6 s; raises ClusterError with log tails
     profile = write_test_profile(tmp_path / "profile", cluster)
@@ -32,8 +35,11 @@ CLUSTER_NAME = "ci"
 ETC, LOGS, FAKE_GPU = Path("/etc/slurm"), Path("/var/log/slurm"), Path("/dev/fakegpu0")
 STATE, SPOOL = Path("/var/lib/slurm/slurmctld"), Path("/var/lib/slurm/slurmd")
 DB_PASS = "stagewise-ci"
-# (name, pid file, log file), in stop order
+NODES = ("n1", "n2")  # one slurmd each, on the first free ports from SLURMD_PORT on
+SLURMD_PORT = 6821  # above slurmctld's 6817, slurmd's default 6818 and slurmdbd's 6819
+# (name, pid file, log file), in stop order; /run/slurmd.pid: a one-node cluster's (an older checkout's)
 DAEMONS = [
+    *(("slurmd", Path(f"/run/slurmd-{node}.pid"), LOGS / f"slurmd-{node}.log") for node in NODES),
     ("slurmd", Path("/run/slurmd.pid"), LOGS / "slurmd.log"),
     ("slurmctld", Path("/run/slurmctld.pid"), LOGS / "slurmctld.log"),
     ("slurmdbd", Path("/run/slurmdbd.pid"), LOGS / "slurmdbd.log"),
@@ -131,9 +137,13 @@ def _wait(ready: Callable[[], bool], what: str, log: Path, timeout: float) -> No
         time.sleep(0.2)
 
 
+def _pid_file(name: str) -> Path:
+    return next(pid_file for daemon, pid_file, _ in DAEMONS if daemon == name)
+
+
 def _cancel_jobs() -> None:
     """Cancel every job (slurmstepd would outlive slurmd) and wait up to 15 s for them to end."""
-    if not _pid("slurmctld", DAEMONS[1][1]):
+    if not _pid("slurmctld", _pid_file("slurmctld")):
         return
     end = time.monotonic() + 15
     while (jobs := _run("squeue", "-h", "-o", "%i", check=False).stdout.split()) and time.monotonic() < end:
@@ -157,9 +167,9 @@ def _stop_daemons(timeout: float = 20) -> None:
 @dataclass
 class Cluster:
     workdir: Path  # receives logs/ (copies of the daemon logs) on stop()
-    node: str
-    cpus: int
-    mem_mb: int  # RealMemory of the node
+    nodes: list[str]
+    cpus: int  # CPUs of each node (the machine's)
+    mem_mb: int  # RealMemory of each node
     startup_seconds: float = 0.0
 
     def stop(self) -> None:
@@ -178,10 +188,26 @@ class Cluster:
         self.stop()
 
 
-def _configure(node: str, cpus: int, mem: int) -> None:
+def _free_ports(count: int, start: int = SLURMD_PORT) -> list[int]:
+    """The first `count` ports from `start` on that nobody listens on (a fixed port may be taken here)."""
+    ports = []
+    for port in range(start, start + 1000):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as slurmd does
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise ClusterError(f"no {count} free ports from {start} on for slurmd")
+
+
+def _configure(host: str, cpus: int, mem: int) -> None:
     for d in (STATE, SPOOL):  # fresh state: no jobs or node state from an earlier run
         shutil.rmtree(d, ignore_errors=True)
-    for d in (STATE, SPOOL, LOGS):
+    for d in (STATE, LOGS, *(SPOOL / node for node in NODES)):
         d.mkdir(parents=True, exist_ok=True)
     for d in (STATE, LOGS):
         shutil.chown(d, "slurm", "slurm")
@@ -191,11 +217,19 @@ def _configure(node: str, cpus: int, mem: int) -> None:
     if not FAKE_GPU.is_char_device():  # the fake GPU: a char device like /dev/null
         FAKE_GPU.unlink(missing_ok=True)
         os.mknod(FAKE_GPU, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
-    (ETC / "gres.conf").write_text(f"AutoDetect=off\nNodeName={node} Name=gpu File={FAKE_GPU}\n")
+    nodes = ",".join(NODES)
+    (ETC / "gres.conf").write_text(f"AutoDetect=off\nNodeName={nodes} Name=gpu File={FAKE_GPU}\n")
+    node_lines = "\n".join(
+        f"NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 Port={port} CPUs={cpus} RealMemory={mem} "
+        "Gres=gpu:1 State=UNKNOWN"
+        for node, port in zip(NODES, _free_ports(len(NODES)))
+    )
     (ETC / "slurm.conf").write_text(
         (HERE / "slurm.conf.template")
         .read_text()
-        .format(cluster=CLUSTER_NAME, node=node, cpus=cpus, mem=mem, state=STATE, spool=SPOOL, logs=LOGS)
+        .format(
+            cluster=CLUSTER_NAME, host=host, node_lines=node_lines, nodes=nodes, state=STATE, spool=SPOOL, logs=LOGS
+        )
     )
     dbd = ETC / "slurmdbd.conf"  # slurmdbd insists on owner slurm, mode 600
     dbd.write_text((HERE / "slurmdbd.conf.template").read_text().format(logs=LOGS, db_pass=DB_PASS))
@@ -204,17 +238,17 @@ def _configure(node: str, cpus: int, mem: int) -> None:
 
 
 def start_cluster(workdir: Path | str, timeout: float = 60) -> Cluster:
-    """Start a fresh cluster (stopping stale daemons first); return once the node is idle."""
+    """Start a fresh cluster (stopping stale daemons first); return once both nodes are idle."""
     if reason := cluster_unavailable_reason():
         raise ClusterError(reason)
     t0 = time.monotonic()
     _cancel_jobs()
     _stop_daemons()
-    node = socket.gethostname().split(".")[0]
+    host = socket.gethostname().split(".")[0]
     hw = dict(kv.split("=", 1) for kv in _run("slurmd", "-C").stdout.split() if "=" in kv)
-    cluster = Cluster(Path(workdir), node, int(hw["CPUs"]), int(hw["RealMemory"]) - 1024)
-    _configure(node, cluster.cpus, cluster.mem_mb)
-    logs = {name: log for name, _, log in DAEMONS}
+    cluster = Cluster(Path(workdir), list(NODES), int(hw["CPUs"]), int(hw["RealMemory"]) - 1024)
+    _configure(host, cluster.cpus, cluster.mem_mb)
+    logs = {name: log for name, _, log in DAEMONS if name != "slurmd"}
     try:
         key = Path("/etc/munge/munge.key")
         if not key.exists():
@@ -231,7 +265,7 @@ def start_cluster(workdir: Path | str, timeout: float = 60) -> Cluster:
         _run(
             "sh",
             "-c",
-            f"mariadbd --user=mysql --bind-address=127.0.0.1 --pid-file={DAEMONS[3][1]} "
+            f"mariadbd --user=mysql --bind-address=127.0.0.1 --pid-file={_pid_file('mariadbd')} "
             f"--innodb-buffer-pool-dump-at-shutdown=0 </dev/null >{logs['mariadbd']} 2>&1 &",
         )
         _wait(lambda: _ok("mariadb", "-e", "select 1"), "mariadbd", logs["mariadbd"], timeout)
@@ -248,16 +282,21 @@ def start_cluster(workdir: Path | str, timeout: float = 60) -> Cluster:
         _run("sacctmgr", "-i", "add", "cluster", CLUSTER_NAME)
 
         _run("slurmctld")
-        _run("slurmd")
+        for node in NODES:
+            _run("slurmd", "-N", node)
 
-        def state():
-            return _run("sinfo", "-h", "-n", node, "-o", "%T", check=False).stdout.strip()
+        def idle() -> bool:  # one line per node and partition
+            lines = _run("sinfo", "-h", "-N", "-o", "%N %T", check=False).stdout.splitlines()
+            return dict(line.split() for line in lines) == dict.fromkeys(NODES, "idle")
 
         try:
-            _wait(lambda: state() == "idle", f"node {node} (idle)", logs["slurmctld"], timeout)
+            _wait(idle, f"nodes {','.join(NODES)} (idle)", logs["slurmctld"], timeout)
         except ClusterError as e:
             raise ClusterError(
-                f"{e}\n{_tail(logs['slurmd'])}\n" + _run("scontrol", "show", "node", node, check=False).stdout
+                f"{e}\n"
+                + "\n".join(_tail(LOGS / f"slurmd-{node}.log") for node in NODES)
+                + "\n"
+                + _run("scontrol", "show", "node", check=False).stdout
             ) from None
     except subprocess.CalledProcessError as e:
         cluster.stop()

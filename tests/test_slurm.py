@@ -97,8 +97,9 @@ def metrics(workdir: Path) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
-    """The one-node cluster. Its tests share one xdist worker (conftest's group "slurm_cluster"); the cluster is
-    machine-wide, so a lock also keeps any other test process on this machine from starting it at the same time."""
+    """The two-node cluster (two slurmd on this machine). Its tests share one xdist worker (conftest's group
+    "slurm_cluster"); the cluster is machine-wide, so a lock also keeps any other test process on this machine
+    from starting it at the same time."""
     skip_or_fail_if_unavailable()
     folder = tmp_path_factory.mktemp("slurm_cluster")
     with file_lock(Path("/tmp/stagewise-slurm-cluster.lock")):
@@ -365,21 +366,24 @@ def test_resources_follow_data_size_and_epochs(tmp_path):
     assert resources.local_prepare(6000) and not resources.local_prepare(2 * 1024 * resources.MB)
 
 
-# --- a data-parallel stage (training.devices: 2) as one job of 2 tasks -------------------------
+# --- a data-parallel stage as one job of 2 tasks: on one node (devices: 2), on two (nodes: 2) ------------
+
+PAR_TARGET = "results/par/stages/1_all/model_best.pt"
 
 
-def _par_config() -> dict:
+def _par_config(devices: int = 2, nodes: int = 1) -> dict:
     config = copy.deepcopy(CONFIG)
-    config["experiments"] = {"par": {"stages": [{"name": "all", "unfreeze_all": True, "devices": 2, "device": "cpu"}]}}
+    stage = {"name": "all", "unfreeze_all": True, "devices": devices, "nodes": nodes, "device": "cpu"}
+    config["experiments"] = {"par": {"stages": [stage]}}
     return config
 
 
-@pytest.mark.slurm
-def test_two_process_stage_is_one_job_of_two_tasks_and_matches_the_local_run(cluster, e2e, tmp_path):
+@pytest.fixture(scope="session")
+def local_par(e2e, tmp_path_factory) -> Path:
+    """The data-parallel stage run locally on 2 processes (`--cores 2`): what both SLURM layouts must give."""
     from conftest import copy_run
 
-    target = "results/par/stages/1_all/model_best.pt"
-    local = copy_run(e2e["workdir"], tmp_path / "local")
+    local = copy_run(e2e["workdir"], tmp_path_factory.mktemp("slurm_par") / "local")
     write_config(local, _par_config())
     run(
         [
@@ -394,24 +398,56 @@ def test_two_process_stage_is_one_job_of_two_tasks_and_matches_the_local_run(clu
             str(local / "config.yaml"),
             "--cores",
             "2",
-            target,
+            PAR_TARGET,
         ],
         REPO,
     )
-    workdir = copy_run(e2e["workdir"], tmp_path / "slurm")
-    write_config(workdir, _par_config())
-    profile = write_test_profile(tmp_path / "profile", cluster)
+    return local
+
+
+def _par_through_slurm(cluster, e2e, local: Path, workdir: Path, devices: int, nodes: int) -> dict:
+    """Run the stage with `devices` × `nodes` through SLURM in a copy of the e2e run; check that it was one
+    completed job with no GPU and a srun step of 2 completed tasks whose checkpoint equals the local run's.
+    Returns the job's sacct line and its step's (NNodes, NTasks, NodeList, State)."""
+    from conftest import copy_run
+
+    copy_run(e2e["workdir"], workdir)
+    write_config(workdir, _par_config(devices, nodes))
+    profile = write_test_profile(workdir.parent / "profile", cluster)
     before = last_job_id()
     t0 = time.monotonic()
-    snakemake(workdir, "--profile", str(profile), target)
-    print(f"\n2-task stage through SLURM: {time.monotonic() - t0:.1f} s")
+    snakemake(workdir, "--profile", str(profile), PAR_TARGET)
+    bench = (workdir / "benchmarks" / "finetune" / "par" / "1_all.tsv").read_text().splitlines()
+    seconds = float(next(csv.DictReader(bench, delimiter="\t"))["s"])
+    print(
+        f"\n{devices} × {nodes} node(s) through SLURM: {time.monotonic() - t0:.1f} s, the job {seconds:.1f} s"
+        " (benchmark file)"
+    )
     jobs = sacct(before)
     assert comments(jobs) == ["finetune_wildcards_par_1_all"] and jobs[0]["State"] == "COMPLETED", jobs
     assert "gres/gpu" not in jobs[0]["AllocTRES"]  # device: cpu asks for no GPU
-    steps = run(["sacct", "-n", "-P", "-j", jobs[0]["JobID"], "-o", "JobID,NTasks,State"], REPO).stdout.split()
-    step = [s.split("|") for s in steps if s.split("|")[0] == f"{jobs[0]['JobID']}.0"]
-    assert step and step[0][1:] == ["2", "COMPLETED"], steps  # the srun step: 2 tasks, both done
+    fields = ["JobID", "NNodes", "NTasks", "NodeList", "State"]
+    lines = run(["sacct", "-n", "-P", "-j", jobs[0]["JobID"], "-o", ",".join(fields)], REPO).stdout.splitlines()
+    steps = {line.split("|")[0]: dict(zip(fields, line.split("|"))) for line in lines}
+    step = steps.get(f"{jobs[0]['JobID']}.0")
+    assert step and step["NTasks"] == "2" and step["State"] == "COMPLETED", lines  # the srun step: 2 tasks, both done
     log = (workdir / "logs" / "finetune" / "par" / "1_all.log").read_text()
     assert "0: rank 0 of 2" in log and "1: rank 1 of 2" in log, log[-3000:]
-    ours, theirs = (torch.load(w / target, weights_only=True)["state_dict"] for w in (workdir, local))
+    ours, theirs = (torch.load(w / PAR_TARGET, weights_only=True)["state_dict"] for w in (workdir, local))
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    return {"job": steps[jobs[0]["JobID"]], "step": step}
+
+
+@pytest.mark.slurm
+def test_two_process_stage_is_one_job_of_two_tasks_and_matches_the_local_run(cluster, e2e, local_par, tmp_path):
+    _par_through_slurm(cluster, e2e, local_par, tmp_path / "slurm", devices=2, nodes=1)
+
+
+@pytest.mark.slurm
+def test_two_node_stage_is_one_job_of_a_task_on_each_node_and_matches_the_local_run(cluster, e2e, local_par, tmp_path):
+    """`nodes: 2, devices: 1` on the test cluster's two nodes (two slurmd on this machine): sbatch --nodes=2
+    --ntasks=2, one srun step with a rank on each node, rendezvous at the first node's TCP store."""
+    found = _par_through_slurm(cluster, e2e, local_par, tmp_path / "slurm", devices=1, nodes=2)
+    both = run(["scontrol", "show", "hostlist", ",".join(cluster.nodes)], REPO).stdout.strip()  # n[1-2]
+    assert found["job"]["NNodes"] == "2" and found["job"]["NodeList"] == both, found
+    assert found["step"]["NNodes"] == "2" and found["step"]["NodeList"] == both, found
