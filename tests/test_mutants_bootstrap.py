@@ -78,3 +78,24 @@ def test_regression_replicates_row_by_row_with_ties():
         want = metrics.regression(y[idx], pred[idx])
         for name, value in want.items():
             assert rep[name][row] == pytest.approx(value, abs=1e-10), name
+
+
+def test_classification_replicates_row_by_row_with_classes_absent_or_never_predicted():
+    rng = np.random.default_rng(5)
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 0, 1, 0, 2])
+    proba = rng.dirichlet(np.ones(3), size=len(y))
+    proba[:, 2] = 0.0  # class 2 is never predicted: its precision is 0 (scikit-learn's zero_division=0)
+    proba /= proba.sum(axis=1, keepdims=True)
+    W = np.array(
+        [
+            np.ones(12),
+            [2, 1, 0, 1, 1, 0, 1, 1, 2, 1, 2, 0],  # class 2 absent from this resample
+            [3, 1, 1, 0, 0, 0, 2, 0, 2, 0, 3, 0],  # one sample each of classes 1 and 2
+        ]
+    )
+    rep = bootstrap.classification({"labels": y, "probabilities": proba}, W, top_k=[])
+    for row in range(3):
+        idx = np.repeat(np.arange(12), W[row].astype(int))
+        want = metrics.classification(y[idx], proba[idx], ["a", "b", "c"], top_k=[])
+        for name, value in want.items():
+            assert rep[name][row] == pytest.approx(value, abs=1e-12), (row, name)
