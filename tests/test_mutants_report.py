@@ -34,3 +34,18 @@ def test_the_curves_show_the_primary_metric_else_the_first_recorded_else_the_los
     assert report._curve_metric(curves("val_loss", "val_f1", "val_accuracy"), "accuracy") == "val_accuracy"
     assert report._curve_metric(curves("val_loss", "val_f1", "val_accuracy"), "auroc") == "val_f1"
     assert report._curve_metric(curves("val_loss"), "accuracy") == "val_loss"
+
+
+def test_the_metrics_table_keeps_the_headline_order_and_nan_intervals_without_a_bootstrap():
+    from stagewise import tasks
+
+    headline = list(tasks.get("classification").headline)
+    metrics = dict.fromkeys(reversed(headline), 0.5)  # in another order than the headline's
+    model = {
+        "experiment": "a",
+        "stage": "1_head",
+        "result": {"task": "classification", "n_test": 4, "metrics": metrics},
+    }
+    table = report.metrics_table([model], {})
+    assert [c for c in table.columns if c in headline] == headline
+    assert table[f"{headline[0]}_ci_low"].isna().all() and table[f"{headline[0]}_ci_high"].isna().all()
