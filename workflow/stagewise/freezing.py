@@ -154,13 +154,8 @@ def _is_frozen(module: nn.Module) -> bool:
 def set_train_mode(model: nn.Module) -> None:
     """`model.train()`, then eval mode for every frozen module and the parameter-free layers inside it."""
     model.train()
-    modules = dict(model.named_modules())
-    for name, module in modules.items():
-        owner = module
-        while not list(owner.parameters()) and name:
-            name = name.rpartition(".")[0]
-            owner = modules[name]
-        if _is_frozen(owner):
+    for module in model.modules():  # parents first: a frozen module's eval() reaches its parameter-free layers
+        if _is_frozen(module):
             module.eval()
 
 
