@@ -65,8 +65,9 @@ def write_config(folder: Path, config: dict) -> Path:
     return path
 
 
-def snakemake_command(workdir: Path, *args: str, cores: int = 2) -> list[str]:
-    """The real snakemake on the repo's Snakefile in `workdir` with `workdir/config.yaml`."""
+def snakemake_command(workdir: Path, *args: str, cores: int | None = 2) -> list[str]:
+    """The real snakemake on the repo's Snakefile in `workdir` with `workdir/config.yaml` (`cores` None: none given,
+    as with a profile that sets jobs)."""
     return [
         *SNAKEMAKE,
         "-s",
@@ -75,8 +76,7 @@ def snakemake_command(workdir: Path, *args: str, cores: int = 2) -> list[str]:
         str(workdir),
         "--configfile",
         str(workdir / "config.yaml"),
-        "--cores",
-        str(cores),
+        *(["--cores", str(cores)] if cores is not None else []),
         *args,
     ]
 

@@ -31,6 +31,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, TINY, copy_run
+from evaluated import write_evaluated
 from stagewise import bootstrap, config, freezing, metrics, tasks
 from stagewise.steps import report
 from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -57,37 +58,27 @@ def _probabilities(y: np.ndarray, noise: float, seed: int) -> np.ndarray:
 def _evaluated(folder: Path, y: np.ndarray, proba: np.ndarray) -> dict:
     """A model folder as `evaluate` leaves it: test_metrics.json (intervals with EVALUATION's resamples) and
     test_predictions.h5; returns the prediction arrays."""
-    folder.mkdir(parents=True)
     data = {"labels": y, "probabilities": proba, "predictions": proba.argmax(1)}
     reps = tasks.get("classification").replicates(data, EVALUATION["bootstrap"], EVALUATION["seed"], top_k=[1])
     scores = metrics.classification(y, proba, NAMES, [1])
-    (folder / "test_metrics.json").write_text(
-        json.dumps(
-            {
-                "task": "classification",
-                "n_test": len(y),
-                "label_names": NAMES,
-                "metrics": scores,
-                "ci": {k: bootstrap.interval(v) for k, v in reps.items() if k in scores},
-                "per_class": metrics.per_class(y, proba, NAMES),
-                "confusion": metrics.confusion(y, proba.argmax(1), NAMES),
-                "model_sha256": "ab" * 32,
-            }
-        )
-    )
-    with h5py.File(folder / "test_predictions.h5", "w") as h5:
-        for key, value in data.items():
-            h5[key] = value
-        h5.create_dataset("sample_ids", data=[f"s{i}" for i in range(len(y))], dtype=h5py.string_dtype())
-    pd.DataFrame(
-        {
-            "epoch": [1, 2],
-            "lr": [1e-3, 1e-3],
-            "train_loss": [0.7, 0.6],
-            "val_loss": [0.7, 0.65],
-            "val_accuracy": [0.6, 0.7],
-        }
-    ).to_csv(folder / "history.tsv", sep="\t", index=False)
+    result = {
+        "task": "classification",
+        "n_test": len(y),
+        "label_names": NAMES,
+        "metrics": scores,
+        "ci": {k: bootstrap.interval(v) for k, v in reps.items() if k in scores},
+        "per_class": metrics.per_class(y, proba, NAMES),
+        "confusion": metrics.confusion(y, proba.argmax(1), NAMES),
+        "model_sha256": "ab" * 32,
+    }
+    history = {
+        "epoch": [1, 2],
+        "lr": [1e-3, 1e-3],
+        "train_loss": [0.7, 0.6],
+        "val_loss": [0.7, 0.65],
+        "val_accuracy": [0.6, 0.7],
+    }
+    write_evaluated(folder, result, data, history)
     return data
 
 

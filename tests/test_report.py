@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import snakemake
+from evaluated import write_evaluated
 from matplotlib import image
 from stagewise import paths
 from stagewise.errors import StagewiseError
@@ -191,34 +192,24 @@ def test_metrics_table_without_bootstrap_shows_values_only():
 def _regression_model(folder: Path, y: np.ndarray, pred: np.ndarray, with_history: bool) -> None:
     from stagewise import bootstrap, metrics, tasks
 
-    folder.mkdir(parents=True)
     scores = metrics.regression(y, pred)
     reps = tasks.get("regression").replicates({"labels": y, "predictions": pred}, 200, 0)
-    (folder / "test_metrics.json").write_text(
-        json.dumps(
-            {
-                "task": "regression",
-                "n_test": len(y),
-                "label_names": [],
-                "metrics": scores,
-                "ci": {k: bootstrap.interval(v) for k, v in reps.items()},
-                "model_sha256": "ab" * 32,
-            }
-        )
-    )
-    with h5py.File(folder / "test_predictions.h5", "w") as h5:
-        h5["labels"], h5["predictions"] = y, pred
-        h5.create_dataset("sample_ids", data=[f"s{i}" for i in range(len(y))], dtype=h5py.string_dtype())
-    if with_history:
-        pd.DataFrame(
-            {
-                "epoch": [1, 2],
-                "lr": [1e-3, 1e-3],
-                "train_loss": [1.0, 0.5],
-                "val_loss": [1.1, 0.6],
-                "val_mae": [0.9, 0.5],
-            }
-        ).to_csv(folder / "history.tsv", sep="\t", index=False)
+    result = {
+        "task": "regression",
+        "n_test": len(y),
+        "label_names": [],
+        "metrics": scores,
+        "ci": {k: bootstrap.interval(v) for k, v in reps.items()},
+        "model_sha256": "ab" * 32,
+    }
+    history = {
+        "epoch": [1, 2],
+        "lr": [1e-3, 1e-3],
+        "train_loss": [1.0, 0.5],
+        "val_loss": [1.1, 0.6],
+        "val_mae": [0.9, 0.5],
+    }
+    write_evaluated(folder, result, {"labels": y, "predictions": pred}, history if with_history else None)
 
 
 def test_report_of_a_regression_run_compares_errors_the_right_way_round(tmp_path):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, TINY, file_lock, write_config
+from conftest import REPO, TINY, file_lock, snakemake_command, write_config
 from slurm_cluster import HERE, SHIPPED_PROFILE, skip_or_fail_if_unavailable, start_cluster, write_test_profile
 from stagewise import resources
 from stagewise.cli import main as stagewise_main
@@ -54,18 +54,7 @@ def run(
 
 def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """snakemake on the repo's Snakefile with workdir/config.yaml, run from the repository."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        *args,
-    ]
+    cmd = snakemake_command(workdir, *args, cores=None)
     return run(cmd, REPO, env, check)
 
 
@@ -156,18 +145,7 @@ def test_compatibility_failure_submits_no_job(e2e, tmp_path):
     write_config(tmp_path, config)
     before = last_job_id()
     done = run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--profile",
-            "profiles/slurm",
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            str(tmp_path / "config.yaml"),
-            *OVERRIDES,
-        ],
+        snakemake_command(tmp_path, "--profile", "profiles/slurm", *OVERRIDES, cores=None),
         REPO,
         check=False,
     )
@@ -192,19 +170,7 @@ def long_stage(e2e, tmp_path_factory):
     local = tmp_path_factory.mktemp("slurm_local")
     write_config(local, config)
     # The local run goes on in the background while the test drives SLURM; `finished()` waits for it.
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(local),
-        "--configfile",
-        str(local / "config.yaml"),
-        "--cores",
-        "2",
-    ]
+    cmd = snakemake_command(local)
     log = tmp_path_factory.mktemp("slurm_local_log") / "snakemake.log"
     t0 = time.monotonic()
     with open(log, "w") as out:
@@ -245,18 +211,7 @@ def wait_for(condition, what: str, timeout: float = 300):
 def test_cancelled_stage_fails_clearly_and_rerun_matches_local(long_stage, tmp_path):
     config, local_run = long_stage
     write_config(tmp_path, config)
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--profile",
-        "profiles/slurm",
-        "--directory",
-        str(tmp_path),
-        "--configfile",
-        str(tmp_path / "config.yaml"),
-        *OVERRIDES,
-    ]
+    cmd = snakemake_command(tmp_path, "--profile", "profiles/slurm", *OVERRIDES, cores=None)
     before = last_job_id()
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     proc = subprocess.Popen(
@@ -385,23 +340,7 @@ def local_par(e2e, tmp_path_factory) -> Path:
 
     local = copy_run(e2e["workdir"], tmp_path_factory.mktemp("slurm_par") / "local")
     write_config(local, _par_config())
-    run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(local),
-            "--configfile",
-            str(local / "config.yaml"),
-            "--cores",
-            "2",
-            PAR_TARGET,
-        ],
-        REPO,
-    )
+    run(snakemake_command(local, PAR_TARGET), REPO)
     return local
 
 
